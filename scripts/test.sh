@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install latentkit with its test tools into .venv and run the checks and the test suite.
+# torch==2.13.0 first: it is the CPU build on disk here, and it satisfies latentkit's torch range,
+# so nothing pulls a CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q torch==2.13.0
+python -m pip install -q -e ".[dev]"
+ruff check src tests
+ruff format --check src tests
+python -m pytest -q -p no:cacheprovider --durations=10 "$@"

@@ -1,0 +1,14 @@
+"""latentkit: generate and edit images through latent space."""
+
+__version__ = "0.1.0"
+
+__all__ = ["Pipeline", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy, so `import latentkit` (and the CLI's --help) stays fast and torch-free.
+    if name == "Pipeline":
+        from latentkit.pipeline import Pipeline
+
+        return Pipeline
+    raise AttributeError(name)

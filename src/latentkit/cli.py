@@ -1,0 +1,352 @@
+"""The `latentkit` command: flags in, calls on the pipeline out.
+
+Bad input ends with one line on stderr naming the problem and exit code 2, never a traceback.
+Heavy imports happen inside commands so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+
+from latentkit.errors import InvalidArgument, LatentkitError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="latentkit: generate and edit images through latent space.",
+)
+train_app = typer.Typer(no_args_is_help=True, help="Train the models (VAE first, then denoiser).")
+app.add_typer(train_app, name="train")
+
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option("--model", help="Model folder (default: the shipped model, or $LATENTKIT_MODEL)."),
+]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if available).")]
+
+
+def parse_size(size: str | None) -> tuple[int | None, int | None]:
+    if size is None:
+        return None, None
+    parts = size.lower().split("x")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        width, height = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise InvalidArgument(f"--size must look like 64x64 (WIDTHxHEIGHT), got {size!r}") from None
+    if width < 1 or height < 1:
+        raise InvalidArgument(f"--size must be positive, got {size!r}")
+    return width, height
+
+
+def load_pipeline(model: Path | None, device: str | None):
+    from latentkit.pipeline import Pipeline
+
+    return Pipeline.load(model, device=device)
+
+
+@app.command()
+def generate(
+    prompt: Annotated[
+        str | None,
+        typer.Argument(help='What to draw. An empty prompt ("") means unconditional generation.'),
+    ] = None,
+    negative: Annotated[
+        str | None, typer.Option(help="Negative prompt: what to steer away from.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="0..2^63-1; image i of --n uses seed+i.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Sampler steps (>= 1).")] = None,
+    cfg: Annotated[
+        float | None, typer.Option(help="Guidance scale (>= 0; 1 = no guidance).")
+    ] = None,
+    sampler: Annotated[str | None, typer.Option(help="euler, heun, dpmpp_2m or euler_a.")] = None,
+    n: Annotated[int, typer.Option(help="Number of images.")] = 1,
+    size: Annotated[
+        str | None, typer.Option(help="WIDTHxHEIGHT, multiples of the latent cell.")
+    ] = None,
+    model: ModelOpt = None,
+    out: Annotated[
+        Path, typer.Option(help="Output PNG; with --n > 1, out-0.png, out-1.png ...")
+    ] = Path("latentkit.png"),
+    from_image: Annotated[
+        Path | None,
+        typer.Option("--from", help="Regenerate the image whose recipe this PNG carries."),
+    ] = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Generate images from a text prompt."""
+    from latentkit.outputs import numbered, read_png_recipe, save_png
+    from latentkit.pipeline import Recipe
+
+    pipe = load_pipeline(model, device)
+    if from_image is not None:
+        stored = read_png_recipe(from_image)
+        fields = {k: stored[k] for k in Recipe.__dataclass_fields__ if k in stored}
+        recipe = Recipe(**fields).validate()
+        if stored.get("model") and stored["model"] != pipe.model_id:
+            warnings.warn(
+                f"{from_image} was made with model {stored['model']}, regenerating with "
+                f"{pipe.model_id}: the image will differ",
+                stacklevel=1,
+            )
+    else:
+        if prompt is None:
+            raise InvalidArgument('give a PROMPT (use "" for unconditional) or --from IMAGE.png')
+        width, height = parse_size(size)
+        recipe = pipe.recipe(
+            prompt,
+            negative_prompt=negative or "",
+            seed=seed,
+            steps=steps,
+            cfg=cfg,
+            sampler=sampler,
+            n=n,
+            height=height,
+            width=width,
+        )
+    result = pipe.run(recipe, callback=step_bar(recipe.steps))
+    for i, image in enumerate(result.images):
+        path = save_png(image, numbered(out, i, recipe.n), result.recipe_of(i))
+        typer.echo(f"wrote {path} (seed {recipe.seed + i})")
+
+
+def step_bar(total: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="sampling", leave=False, disable=not sys.stderr.isatty())
+
+    def callback(progress: Any) -> None:
+        bar.update(1)
+        if progress.step + 1 == progress.total:
+            bar.close()
+
+    return callback
+
+
+@app.command()
+def encode(
+    image: Annotated[Path, typer.Argument(help="Image file (png, jpg, webp).")],
+    out: Annotated[Path, typer.Option(help="Latent file to write (.safetensors).")],
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Encode an image to latents (safetensors, with its recipe in the metadata)."""
+    from latentkit.data.images import image_to_tensor, load_image
+    from latentkit.outputs import save_latents
+
+    pipe = load_pipeline(model, device)
+    img = load_image(image, min_size=pipe.factor)
+    pipe.codec.check_image_shape(img.height, img.width)
+    latents = pipe.encode(image_to_tensor(img))
+    recipe = {
+        "source": str(image),
+        "height": img.height,
+        "width": img.width,
+        "model": pipe.model_id,
+    }
+    save_latents(latents, out, {**recipe, "fingerprint": pipe.fingerprint()})
+    typer.echo(f"wrote {out} latents {tuple(latents.shape)}")
+
+
+@app.command()
+def decode(
+    latents: Annotated[Path, typer.Argument(help="Latent file written by encode.")],
+    out: Annotated[Path, typer.Option(help="Output PNG.")],
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Decode latents back to an image."""
+    from latentkit.data.images import tensor_to_pil
+    from latentkit.outputs import load_latents, numbered, save_png
+
+    pipe = load_pipeline(model, device)
+    z, recipe = load_latents(latents)
+    if z.shape[1] != pipe.codec.config.latent_channels:
+        raise InvalidArgument(
+            f"{latents} has {z.shape[1]} latent channels; this model's codec takes "
+            f"{pipe.codec.config.latent_channels}"
+        )
+    images = tensor_to_pil(pipe.decode(z))
+    for i, img in enumerate(images):
+        path = save_png(
+            img, numbered(out, i, len(images)), {**recipe, "decoded_with": pipe.model_id}
+        )
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def info(
+    model: Annotated[
+        Path | None, typer.Argument(help="Model folder (default: shipped model).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Describe a model: components, sizes, latent statistics, how it was trained."""
+    from latentkit.bundle import load_bundle, read_manifest
+    from latentkit.pipeline import default_model_path
+
+    path = model if model is not None else default_model_path()
+    manifest = read_manifest(path)
+    bundle = load_bundle(path)
+    if as_json:
+        typer.echo(json.dumps(manifest, indent=2))
+        return
+    c = bundle.codec.config
+    lines = [
+        f"model      {bundle.model_id}  ({path})",
+        f"codec      AutoencoderKL f{c.factor}, {c.latent_channels} latent channels, "
+        f"{c.image_size}px -> {c.latent_size}x{c.latent_size}x{c.latent_channels} "
+        f"({3 * c.factor**2 // c.latent_channels}x fewer values), "
+        f"{count(bundle.codec.vae) / 1e6:.2f}M params",
+        f"latents    shift {fmt(bundle.codec.latent_shift)} scale {fmt(bundle.codec.latent_scale)}",
+        f"text       {bundle.text.name} ({bundle.text.dim}-d tokens, "
+        f"window {bundle.text.max_tokens})",
+    ]
+    if bundle.denoiser is not None:
+        d = bundle.denoiser.config
+        lines.append(
+            f"denoiser   PixArtTransformer2DModel {d.layers} layers x {d.width} wide, patch "
+            f"{d.patch_size}, {count(bundle.denoiser) / 1e6:.2f}M params"
+        )
+    else:
+        lines.append("denoiser   none (codec-only bundle: encode/decode only)")
+    for kind, prov in bundle.training.items():
+        lines.append(
+            f"trained    {kind}: {prov.get('steps')} steps, {prov.get('seconds')} s on "
+            f"{prov.get('device')}, data {prov.get('data')} ({prov.get('images')} images), "
+            f"final loss {prov.get('final_loss')}"
+        )
+    typer.echo("\n".join(lines))
+
+
+def count(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def fmt(t: Any) -> str:
+    return "[" + ", ".join(f"{v:.3f}" for v in t.tolist()) + "]"
+
+
+def train_config(**kwargs: Any):
+    from latentkit.train.loop import TrainConfig
+
+    return TrainConfig(**{k: v for k, v in kwargs.items() if v is not None}).validate()
+
+
+Data = Annotated[
+    str, typer.Option(help="'openmoji' (built-in, training split) or an image folder.")
+]
+Out = Annotated[Path, typer.Option(help="Output model folder (checkpoints go inside it).")]
+Steps = Annotated[int, typer.Option(help="Training steps.")]
+Minutes = Annotated[float | None, typer.Option(help="Wall-clock budget; stops early when spent.")]
+Batch = Annotated[int, typer.Option(help="Batch size.")]
+Resume = Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")]
+Seed = Annotated[int, typer.Option(help="Seed for init and every random draw.")]
+Every = Annotated[int, typer.Option(help="Checkpoint every N steps.")]
+
+
+@train_app.command("vae")
+def train_vae_cmd(
+    out: Out,
+    data: Data = "openmoji",
+    size: Annotated[int, typer.Option(help="Training image size (pixels).")] = 64,
+    factor: Annotated[int, typer.Option(help="Spatial factor: 4, 8 or 16.")] = 8,
+    latent_channels: Annotated[int, typer.Option(help="Latent channels.")] = 4,
+    preset: Annotated[str, typer.Option(help="tiny, small or base.")] = "small",
+    steps: Steps = 2000,
+    minutes: Minutes = None,
+    batch: Batch = 32,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
+    seed: Seed = 0,
+    checkpoint_every: Every = 500,
+    resume: Resume = False,
+    device: DeviceOpt = None,
+) -> None:
+    """Train the autoencoder; writes a codec-only model folder with its latent statistics."""
+    from latentkit.train.commands import train_vae
+
+    cfg = train_config(
+        steps=steps, minutes=minutes, batch_size=batch, lr=lr, seed=seed,
+        checkpoint_every=checkpoint_every, warmup=min(100, steps), ema_decay=0.99,
+    )  # fmt: skip
+    path = train_vae(
+        data, out, cfg, size=size, factor=factor, latent_channels=latent_channels,
+        preset_name=preset, resume=resume, device=device,
+    )  # fmt: skip
+    typer.echo(f"wrote {path}")
+
+
+@train_app.command("denoiser")
+def train_denoiser_cmd(
+    codec: Annotated[Path, typer.Option(help="Model folder holding the trained VAE.")],
+    out: Out,
+    data: Data = "openmoji",
+    preset: Annotated[str, typer.Option(help="tiny, small or base.")] = "small",
+    steps: Steps = 5000,
+    minutes: Minutes = None,
+    batch: Batch = 64,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 5e-4,
+    ema: Annotated[float, typer.Option(help="EMA decay.")] = 0.999,
+    caption_dropout: Annotated[float, typer.Option(help="Share of empty captions.")] = 0.1,
+    seed: Seed = 0,
+    checkpoint_every: Every = 500,
+    resume: Resume = False,
+    device: DeviceOpt = None,
+) -> None:
+    """Train the text-conditioned denoiser on cached latents of the codec's training data."""
+    from latentkit.errors import check_finite
+    from latentkit.train.commands import train_denoiser
+
+    check_finite("caption_dropout", caption_dropout, low=0.0, high=1.0)
+    cfg = train_config(
+        steps=steps, minutes=minutes, batch_size=batch, lr=lr, seed=seed, ema_decay=ema,
+        checkpoint_every=checkpoint_every, warmup=min(200, steps),
+    )  # fmt: skip
+    path = train_denoiser(
+        codec, data, out, cfg, preset_name=preset, resume=resume, device=device,
+        caption_dropout=caption_dropout,
+    )  # fmt: skip
+    typer.echo(f"wrote {path}")
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: maps our errors and click's usage errors to one line and exit code 2."""
+    warnings.formatwarning = _format_warning
+    try:
+        app(args=argv, standalone_mode=False)
+    except LatentkitError as e:
+        typer.echo(f"error: {e}", err=True)
+        return 2
+    except click.exceptions.NoArgsIsHelpError as e:
+        e.show()
+        return 0
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        return 130
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

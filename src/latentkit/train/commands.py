@@ -1,0 +1,173 @@
+"""`latentkit train vae` and `latentkit train denoiser`: build, train, measure, save a bundle."""
+
+from __future__ import annotations
+
+import platform
+import shlex
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from latentkit import __version__
+from latentkit.bundle import Bundle, atomic_save_tensors, load_bundle, read_manifest, save_bundle
+from latentkit.config import (
+    CODEC_PRESETS,
+    DENOISER_PRESETS,
+    CodecConfig,
+    DenoiserConfig,
+    TextConfig,
+    codec_channels_for,
+    preset,
+    to_dict,
+)
+from latentkit.models.codec import Codec
+from latentkit.models.denoiser import Denoiser
+from latentkit.models.text import load_text_encoder
+from latentkit.train.loop import TrainConfig, config_dict, train
+from latentkit.train.tasks import (
+    DenoiserTask,
+    VAETask,
+    embed_captions,
+    encode_dataset,
+    fit_codec_statistics,
+    training_images,
+)
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def provenance(kind: str, data: str, n_images: int, cfg: TrainConfig, result: Any, device) -> dict:
+    """What made these weights: enough to rerun it and to judge what it cost."""
+    return {
+        "kind": kind,
+        "command": shlex.join(["latentkit", *sys.argv[1:]]) if sys.argv else "",
+        "data": data,
+        "images": n_images,
+        "steps": result.step,
+        "seconds": round(result.seconds, 1),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "gpu_minutes": round(result.seconds / 60, 2) if device.type == "cuda" else 0.0,
+        "final_loss": round(sum(result.losses[-50:]) / max(1, len(result.losses[-50:])), 5),
+        "train_config": config_dict(cfg),
+        "latentkit": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def train_vae(
+    data: str,
+    out: Path,
+    cfg: TrainConfig,
+    *,
+    size: int = 64,
+    factor: int = 8,
+    latent_channels: int = 4,
+    preset_name: str = "small",
+    resume: bool = False,
+    device: str | None = None,
+) -> Path:
+    dev = pick_device(device)
+    torch.manual_seed(cfg.seed)
+    kwargs = preset(CODEC_PRESETS, preset_name, "codec")
+    kwargs["channels"] = codec_channels_for(factor, kwargs["channels"])
+    config = CodecConfig(factor=factor, latent_channels=latent_channels, image_size=size, **kwargs)
+    images = training_images(data, size)
+    codec = Codec(config)
+    result = train(VAETask(codec, images, dev), cfg, out, resume=resume, device=dev, desc="vae")
+    codec.vae.load_state_dict(result.ema.state_dict())
+    codec = codec.to(dev).eval()
+    fit_codec_statistics(codec, images, dev)
+    bundle = Bundle(
+        codec=codec.cpu(),
+        text=TextConfig(),
+        name=out.name,
+        training={"codec": provenance("vae", data, len(images), cfg, result, dev)},
+    )
+    return save_bundle(bundle, out)
+
+
+def train_denoiser(
+    codec_dir: Path,
+    data: str,
+    out: Path,
+    cfg: TrainConfig,
+    *,
+    preset_name: str = "small",
+    resume: bool = False,
+    device: str | None = None,
+    caption_dropout: float = 0.1,
+) -> Path:
+    dev = pick_device(device)
+    torch.manual_seed(cfg.seed)
+    base = load_bundle(codec_dir)
+    codec = base.codec.to(dev)
+    config = DenoiserConfig(
+        latent_channels=codec.config.latent_channels,
+        latent_size=codec.config.latent_size,
+        text_dim=base.text.dim,
+        **preset(DENOISER_PRESETS, preset_name, "denoiser"),
+    )
+    images = training_images(data, codec.config.image_size)
+    latents = cached_latents(
+        codec, images, out / "latents.safetensors", read_manifest(codec_dir), dev
+    )
+    encoder = load_text_encoder(base.text)
+    embeds, rows, empty = embed_captions(encoder, images.captions)
+    denoiser = Denoiser(config)
+    task = DenoiserTask(denoiser, latents, embeds, rows, empty, dev, caption_dropout)
+    training = dict(base.training)
+
+    def write_bundle(model: torch.nn.Module, result: Any = None) -> Path:
+        final = Denoiser(config)
+        final.load_state_dict(model.state_dict())
+        info = dict(training)
+        if result is not None:
+            info["denoiser"] = provenance("denoiser", data, len(images), cfg, result, dev)
+            info["denoiser"]["caption_dropout"] = caption_dropout
+            info["denoiser"]["denoiser_config"] = to_dict(config)
+        bundle = replace(
+            base, codec=codec.cpu(), denoiser=final.cpu(), name=out.name, training=info
+        )
+        path = save_bundle(bundle, out)
+        codec.to(dev)
+        return path
+
+    result = train(
+        task,
+        cfg,
+        out,
+        resume=resume,
+        device=dev,
+        desc="denoiser",
+        on_checkpoint=lambda ema, step: write_bundle(ema),
+    )
+    return write_bundle(result.ema, result)
+
+
+def cached_latents(
+    codec: Codec, images, path: Path, manifest: dict, dev: torch.device
+) -> torch.Tensor:
+    """Encode the training set once per codec; the cache is keyed by the codec's checksum."""
+    key = manifest["codec"]["sha256"]
+    if path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(path, "pt") as f:
+            if (f.metadata() or {}).get("codec") == key:
+                latents = load_file(path)["latents"]
+                if len(latents) == len(images):
+                    return latents
+    latents = encode_dataset(codec, images, dev)
+    atomic_save_tensors({"latents": latents}, path, metadata={"codec": key})
+    return latents

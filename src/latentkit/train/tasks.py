@@ -1,0 +1,132 @@
+"""What each model kind learns from: the VAE from pixels, the denoiser from cached latents."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from latentkit.data.images import ImageSet, load_image_folder
+from latentkit.diffusion.flow import flow_matching_loss, interpolate, sample_training_t
+from latentkit.errors import InvalidArgument
+from latentkit.models.codec import Codec, fit_latent_stats, fit_preview_weights
+from latentkit.models.denoiser import Denoiser
+from latentkit.models.text import PromptEmbeds, TextEncoder
+
+
+def training_images(data: str, size: int) -> ImageSet:
+    """`openmoji` is the built-in set (training split only); anything else is an image folder."""
+    if data == "openmoji":
+        from latentkit.data.openmoji import load_openmoji
+
+        images, is_test = load_openmoji(size)
+        return images.subset(np.flatnonzero(~is_test))
+    return load_image_folder(data, size)
+
+
+def uint8_to_unit(batch: Tensor) -> Tensor:
+    """[B, H, W, 3] uint8 -> [B, 3, H, W] float in [-1, 1]."""
+    return batch.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+class VAETask:
+    """Reconstruction (MSE + L1) plus a small KL term that keeps the latent space smooth."""
+
+    def __init__(
+        self, codec: Codec, images: ImageSet, device: torch.device, kl_weight: float = 1e-6
+    ):
+        if len(images) == 0:
+            raise InvalidArgument("no training images")
+        self.model: nn.Module = codec.vae
+        self.images = torch.from_numpy(np.ascontiguousarray(images.images))
+        self.device = device
+        self.kl_weight = kl_weight
+
+    def loss(self, batch_size: int, generator: torch.Generator) -> Tensor:
+        idx = torch.randint(len(self.images), (batch_size,), generator=generator)
+        x = uint8_to_unit(self.images[idx]).to(self.device)
+        posterior = self.model.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(
+            posterior.mean.shape, generator=generator
+        ).to(posterior.mean)
+        rec = self.model.decode(z).sample.float()
+        kl = posterior.kl().mean() / x[0].numel()
+        return F.mse_loss(rec, x) + 0.1 * F.l1_loss(rec, x) + self.kl_weight * kl
+
+
+@torch.no_grad()
+def fit_codec_statistics(
+    codec: Codec, images: ImageSet, device: torch.device, batch: int = 64
+) -> None:
+    """Measure latent shift/scale and the preview map on the training images, in place."""
+    codec.latent_shift.zero_()
+    codec.latent_scale.fill_(1.0)
+    raw, pixels = [], []
+    pool = torch.from_numpy(np.ascontiguousarray(images.images))
+    for i in range(0, len(pool), batch):
+        x = uint8_to_unit(pool[i : i + batch]).to(device)
+        raw.append(codec.encode(x).float().cpu())
+        pixels.append(x.float().cpu())
+    z = torch.cat(raw)
+    shift, scale = fit_latent_stats(z)
+    codec.latent_shift.copy_(shift)
+    codec.latent_scale.copy_(scale)
+    codec.preview_weights.copy_(
+        fit_preview_weights(codec.normalize(z), torch.cat(pixels), codec.factor)
+    )
+
+
+@torch.no_grad()
+def encode_dataset(codec: Codec, images: ImageSet, device: torch.device, batch: int = 64) -> Tensor:
+    pool = torch.from_numpy(np.ascontiguousarray(images.images))
+    out = [
+        codec.encode(uint8_to_unit(pool[i : i + batch]).to(device)).float().cpu()
+        for i in range(0, len(pool), batch)
+    ]
+    return torch.cat(out)
+
+
+def embed_captions(
+    encoder: TextEncoder, captions: list[str], batch: int = 256
+) -> tuple[PromptEmbeds, Tensor, int]:
+    """Unique captions embedded once; returns their embeddings and each image's row index."""
+    unique = sorted(set(captions) | {""})
+    index = {c: i for i, c in enumerate(unique)}
+    parts = [encoder.encode(unique[i : i + batch]) for i in range(0, len(unique), batch)]
+    rows = torch.tensor([index[c] for c in captions])
+    return PromptEmbeds.cat(parts), rows, index[""]
+
+
+class DenoiserTask:
+    """Flow matching on cached latents, with caption dropout so guidance has an unconditional."""
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        latents: Tensor,
+        embeds: PromptEmbeds,
+        rows: Tensor,
+        empty_row: int,
+        device: torch.device,
+        caption_dropout: float = 0.1,
+    ):
+        self.model: nn.Module = denoiser
+        self.latents = latents.to(device)
+        self.tokens = embeds.tokens.to(device)
+        self.mask = embeds.mask.to(device)
+        self.rows = rows
+        self.empty_row = empty_row
+        self.device = device
+        self.caption_dropout = caption_dropout
+
+    def loss(self, batch_size: int, generator: torch.Generator) -> Tensor:
+        idx = torch.randint(len(self.latents), (batch_size,), generator=generator)
+        noise = torch.randn((batch_size, *self.latents.shape[1:]), generator=generator)
+        t = sample_training_t(batch_size, generator)
+        drop = torch.rand(batch_size, generator=generator) < self.caption_dropout
+        rows = torch.where(drop, torch.full_like(self.rows[idx], self.empty_row), self.rows[idx])
+        x0 = self.latents[idx.to(self.device)]
+        noise, t, rows = noise.to(self.device), t.to(self.device), rows.to(self.device)
+        v = self.model(interpolate(x0, noise, t), t, self.tokens[rows], self.mask[rows])
+        return flow_matching_loss(v.float(), x0, noise)
