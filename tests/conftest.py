@@ -63,9 +63,13 @@ def pipe(tiny_model_dir: Path):
 
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
-    """Eight small coloured shapes with captions, for training and encoding tests."""
+    return make_image_folder(tmp_path)
+
+
+def make_image_folder(root: Path) -> Path:
+    """Eight small coloured squares with captions, for training and encoding tests."""
     rng = np.random.default_rng(0)
-    folder = tmp_path / "images"
+    folder = root / "images"
     folder.mkdir()
     for i in range(8):
         arr = np.full((20, 20, 3), 255, np.uint8)

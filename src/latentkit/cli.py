@@ -220,6 +220,9 @@ def info(
     else:
         lines.append("denoiser   none (codec-only bundle: encode/decode only)")
     for kind, prov in bundle.training.items():
+        if not isinstance(prov, dict):
+            lines.append(f"trained    {kind}: {prov}")
+            continue
         lines.append(
             f"trained    {kind}: {prov.get('steps')} steps, {prov.get('seconds')} s on "
             f"{prov.get('device')}, data {prov.get('data')} ({prov.get('images')} images), "

@@ -76,7 +76,7 @@ def load_latents(path: str | Path) -> tuple[Tensor, dict[str, Any]]:
     try:
         with safe_open(path, "pt") as f:
             meta = f.metadata() or {}
-            if "latents" not in f:
+            if "latents" not in f.keys():  # noqa: SIM118 (safe_open is not iterable)
                 raise InvalidArgument(f"{path} holds no 'latents' tensor")
             latents = f.get_tensor("latents")
     except (SafetensorError, OSError) as e:

@@ -244,7 +244,8 @@ def _read_cache(path: Path, size: int) -> ImageSet | None:
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as data:
+        # Opened here so that a damaged zip cannot leak the file handle inside np.load.
+        with path.open("rb") as handle, np.load(handle, allow_pickle=False) as data:
             images = ImageSet(
                 images=data["images"],
                 captions=[str(caption) for caption in data["captions"]],
@@ -278,6 +279,7 @@ def _write_cache(path: Path, images: ImageSet) -> None:
                 captions=np.array(images.captions, dtype=np.str_),
                 names=np.array(images.names, dtype=np.str_),
             )
+        os.chmod(temp_name, 0o644)  # temporary files start private; the cache is not secret
         os.replace(temp_name, path)
     except OSError as exc:
         if temp_name is not None:

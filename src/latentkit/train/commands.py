@@ -45,6 +45,13 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def seeded(seed: int, factory, *args):  # noqa: ANN001, ANN002
+    """Build a model from `seed` alone, whatever else consumed the global RNG before."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory(*args)
+
+
 def provenance(kind: str, data: str, n_images: int, cfg: TrainConfig, result: Any, device) -> dict:
     """What made these weights: enough to rerun it and to judge what it cost."""
     return {
@@ -78,12 +85,11 @@ def train_vae(
     device: str | None = None,
 ) -> Path:
     dev = pick_device(device)
-    torch.manual_seed(cfg.seed)
     kwargs = preset(CODEC_PRESETS, preset_name, "codec")
     kwargs["channels"] = codec_channels_for(factor, kwargs["channels"])
     config = CodecConfig(factor=factor, latent_channels=latent_channels, image_size=size, **kwargs)
     images = training_images(data, size)
-    codec = Codec(config)
+    codec = seeded(cfg.seed, Codec, config)
     result = train(VAETask(codec, images, dev), cfg, out, resume=resume, device=dev, desc="vae")
     codec.vae.load_state_dict(result.ema.state_dict())
     codec = codec.to(dev).eval()
@@ -109,7 +115,6 @@ def train_denoiser(
     caption_dropout: float = 0.1,
 ) -> Path:
     dev = pick_device(device)
-    torch.manual_seed(cfg.seed)
     base = load_bundle(codec_dir)
     codec = base.codec.to(dev)
     config = DenoiserConfig(
@@ -124,7 +129,7 @@ def train_denoiser(
     )
     encoder = load_text_encoder(base.text)
     embeds, rows, empty = embed_captions(encoder, images.captions)
-    denoiser = Denoiser(config)
+    denoiser = seeded(cfg.seed, Denoiser, config)
     task = DenoiserTask(denoiser, latents, embeds, rows, empty, dev, caption_dropout)
     training = dict(base.training)
 

@@ -1,0 +1,134 @@
+"""Training on tiny models: the loss falls, resume equals an unbroken run, checkpoints are safe."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from latentkit.bundle import load_bundle
+from latentkit.cli import main
+from latentkit.errors import InvalidArgument
+from latentkit.train.commands import train_denoiser, train_vae
+from latentkit.train.loop import TrainConfig
+
+TINY = {"size": 16, "factor": 4, "latent_channels": 4, "preset_name": "tiny"}
+
+
+def cfg(**kw) -> TrainConfig:
+    return TrainConfig(**{"steps": 30, "batch_size": 8, "lr": 2e-3, "warmup": 5,
+                          "checkpoint_every": 10, "ema_decay": 0.9, **kw})  # fmt: skip
+
+
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def test_vae_loss_falls_and_bundle_has_unit_variance_latents(image_folder: Path, tmp_path: Path) -> None:
+    path = train_vae(str(image_folder), tmp_path / "vae", cfg(steps=60), **TINY)
+    state = json.loads((path / "checkpoint" / "checkpoint.json").read_text())
+    losses = state["losses"]
+    assert mean(losses[-10:]) < 0.6 * mean(losses[:5])
+    bundle = load_bundle(path)
+    assert bundle.denoiser is None
+    assert bundle.training["codec"]["steps"] == 60
+    # Latent statistics were measured, not left at their defaults.
+    assert not torch.equal(bundle.codec.latent_scale, torch.ones(4))
+
+
+@pytest.fixture(scope="module")
+def trained_vae(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from tests.conftest import make_image_folder
+
+    folder = make_image_folder(tmp_path_factory.mktemp("data"))
+    return folder, train_vae(str(folder), tmp_path_factory.mktemp("vae") / "vae", cfg(steps=20), **TINY)
+
+
+def test_denoiser_loss_falls_and_model_generates(trained_vae, tmp_path: Path) -> None:
+    from latentkit.pipeline import Pipeline
+
+    folder, vae = trained_vae
+    path = train_denoiser(vae, str(folder), tmp_path / "den", cfg(steps=60), preset_name="tiny")
+    losses = json.loads((path / "checkpoint" / "checkpoint.json").read_text())["losses"]
+    assert mean(losses[-10:]) < 0.8 * mean(losses[:5])
+    pipe = Pipeline.load(path, device="cpu")
+    assert pipe.bundle.training["denoiser"]["steps"] == 60
+    assert "codec" in pipe.bundle.training
+    assert pipe.generate("a square number 1", seed=0, steps=2).images[0].size == (16, 16)
+
+
+def test_resume_equals_uninterrupted(trained_vae, tmp_path: Path) -> None:
+    folder, vae = trained_vae
+    whole = train_denoiser(vae, str(folder), tmp_path / "whole", cfg(steps=20), preset_name="tiny")
+    part = tmp_path / "part"
+    train_denoiser(vae, str(folder), part, cfg(steps=10), preset_name="tiny")
+    halfway = load_bundle(part).denoiser.state_dict()
+    resumed = train_denoiser(vae, str(folder), part, cfg(steps=20), preset_name="tiny", resume=True)
+    la = json.loads((whole / "checkpoint" / "checkpoint.json").read_text())["losses"]
+    lb = json.loads((resumed / "checkpoint" / "checkpoint.json").read_text())["losses"]
+    # Same batches, noise, times and learning rates step for step: the same loss curve.
+    assert la == pytest.approx(lb, rel=1e-6)
+    a, b = load_bundle(whole).denoiser.state_dict(), load_bundle(resumed).denoiser.state_dict()
+    # Weights agree to float rounding, which Adam's normalised step can lift to ~1e-5 on
+    # parameters with near-zero gradients: require the gap to be under 1% of what ten steps move.
+    gap = max((a[k] - b[k]).abs().max().item() for k in a)
+    ten_steps = max((a[k] - halfway[k]).abs().max().item() for k in a)
+    assert gap < 0.01 * ten_steps, (gap, ten_steps)
+
+
+def test_existing_checkpoint_needs_resume(trained_vae, tmp_path: Path) -> None:
+    folder, vae = trained_vae
+    train_denoiser(vae, str(folder), tmp_path / "d", cfg(steps=2), preset_name="tiny")
+    with pytest.raises(InvalidArgument, match="--resume"):
+        train_denoiser(vae, str(folder), tmp_path / "d", cfg(steps=4), preset_name="tiny")
+
+
+def test_minutes_budget_stops_early(trained_vae, tmp_path: Path) -> None:
+    folder, vae = trained_vae
+    path = train_denoiser(vae, str(folder), tmp_path / "d", cfg(steps=10_000, minutes=0.0),
+                          preset_name="tiny")  # fmt: skip
+    assert load_bundle(path).training["denoiser"]["steps"] == 0
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_one(
+    trained_vae, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import latentkit.train.loop as loop
+
+    folder, vae = trained_vae
+    out = tmp_path / "d"
+    train_denoiser(vae, str(folder), out, cfg(steps=10), preset_name="tiny")
+    before = (out / "checkpoint" / "checkpoint.json").read_text()
+
+    def disk_full(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(loop, "atomic_save_tensors", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        train_denoiser(vae, str(folder), out, cfg(steps=20), preset_name="tiny", resume=True)
+    assert (out / "checkpoint" / "checkpoint.json").read_text() == before
+    monkeypatch.undo()
+    resumed = train_denoiser(vae, str(folder), out, cfg(steps=20), preset_name="tiny", resume=True)
+    assert load_bundle(resumed).training["denoiser"]["steps"] == 20
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "0"], "steps must be at least 1"),
+        (["--lr", "nan"], "lr must be a finite number"),
+        (["--factor", "3"], "codec factor must be one of"),
+        (["--preset", "huge"], "unknown codec preset"),
+        (["--data", "/nonexistent/folder"], "/nonexistent/folder"),
+    ],
+)
+def test_bad_training_input(tmp_path: Path, capsys, args: list[str], message: str) -> None:
+    code = main(["train", "vae", "--out", str(tmp_path / "o"), "--size", "16", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_empty_data_folder(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    code = main(["train", "vae", "--out", str(tmp_path / "o"), "--data", str(tmp_path / "empty")])
+    assert code == 2 and "no images" in capsys.readouterr().err.lower()
