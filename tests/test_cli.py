@@ -26,7 +26,12 @@ def test_generate_writes_png_with_recipe(tiny_model_dir: Path, tmp_path: Path, c
     assert code == 0, stdout
     recipe = read_png_recipe(out)
     assert recipe["prompt"] == "a cat" and recipe["negative_prompt"] == "dog"
-    assert (recipe["seed"], recipe["steps"], recipe["cfg"], recipe["sampler"]) == (42, 3, 2.5, "heun")
+    assert (recipe["seed"], recipe["steps"], recipe["cfg"], recipe["sampler"]) == (
+        42,
+        3,
+        2.5,
+        "heun",
+    )
     assert (recipe["width"], recipe["height"]) == (32, 16)
     assert recipe["model"].startswith("tiny@")
     assert {"latentkit", "torch", "device", "dtype"} <= set(recipe["fingerprint"])
@@ -34,14 +39,18 @@ def test_generate_writes_png_with_recipe(tiny_model_dir: Path, tmp_path: Path, c
     assert text["prompt"] == "a cat" and text["size"] == "32x16" and text["seed"] == "42"
 
 
-def test_generate_from_png_regenerates_exactly(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+def test_generate_from_png_regenerates_exactly(
+    tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
     first = tmp_path / "batch.png"
     run(capsys, "generate", "a fox", "--seed", 9, "--n", 2, "--steps", 2, "--model",
         tiny_model_dir, "--out", first)  # fmt: skip
     second = tmp_path / "batch-1.png"
     assert read_png_recipe(second)["seed"] == 10 and read_png_recipe(second)["n"] == 1
     again = tmp_path / "again.png"
-    code, _, _ = run(capsys, "generate", "--from", second, "--model", tiny_model_dir, "--out", again)
+    code, _, _ = run(
+        capsys, "generate", "--from", second, "--model", tiny_model_dir, "--out", again
+    )
     assert code == 0
     assert np.array_equal(np.asarray(Image.open(second)), np.asarray(Image.open(again)))
 

@@ -24,7 +24,9 @@ def mean(xs: list[float]) -> float:
     return sum(xs) / len(xs)
 
 
-def test_vae_loss_falls_and_bundle_has_unit_variance_latents(image_folder: Path, tmp_path: Path) -> None:
+def test_vae_loss_falls_and_bundle_has_unit_variance_latents(
+    image_folder: Path, tmp_path: Path
+) -> None:
     path = train_vae(str(image_folder), tmp_path / "vae", cfg(steps=60), **TINY)
     state = json.loads((path / "checkpoint" / "checkpoint.json").read_text())
     losses = state["losses"]
@@ -41,7 +43,9 @@ def trained_vae(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from tests.conftest import make_image_folder
 
     folder = make_image_folder(tmp_path_factory.mktemp("data"))
-    return folder, train_vae(str(folder), tmp_path_factory.mktemp("vae") / "vae", cfg(steps=20), **TINY)
+    return folder, train_vae(
+        str(folder), tmp_path_factory.mktemp("vae") / "vae", cfg(steps=20), **TINY
+    )
 
 
 def test_denoiser_loss_falls_and_model_generates(trained_vae, tmp_path: Path) -> None:
@@ -100,7 +104,7 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(
     train_denoiser(vae, str(folder), out, cfg(steps=10), preset_name="tiny")
     before = (out / "checkpoint" / "checkpoint.json").read_text()
 
-    def disk_full(*args, **kwargs):  # noqa: ANN002, ANN003
+    def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(loop, "atomic_save_tensors", disk_full)

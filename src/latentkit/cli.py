@@ -132,6 +132,90 @@ def step_bar(total: int):
     return callback
 
 
+def recipe_options(
+    negative: str | None, seed: int | None, steps: int | None, cfg: float | None,
+    sampler: str | None, n: int,
+) -> dict[str, Any]:  # fmt: skip
+    return {"negative_prompt": negative or "", "seed": seed, "steps": steps, "cfg": cfg,
+            "sampler": sampler, "n": n}  # fmt: skip
+
+
+def write_images(result: Any, out: Path) -> None:
+    from latentkit.outputs import numbered, save_png
+
+    for i, image in enumerate(result.images):
+        path = save_png(image, numbered(out, i, len(result.images)), result.recipe_of(i))
+        typer.echo(f"wrote {path} (seed {result.recipe.seed + i})")
+
+
+Negative = Annotated[str | None, typer.Option(help="Negative prompt.")]
+SeedOpt = Annotated[int | None, typer.Option(help="0..2^63-1; image i of --n uses seed+i.")]
+StepsOpt = Annotated[int | None, typer.Option(help="Sampler steps (>= 1).")]
+CfgOpt = Annotated[float | None, typer.Option(help="Guidance scale (>= 0).")]
+SamplerOpt = Annotated[str | None, typer.Option(help="euler, heun, dpmpp_2m or euler_a.")]
+NOpt = Annotated[int, typer.Option(help="Number of images.")]
+OutPng = Annotated[Path, typer.Option(help="Output PNG.")]
+
+
+@app.command("img2img")
+def img2img_cmd(
+    image: Annotated[Path, typer.Argument(help="Input image.")],
+    prompt: Annotated[str, typer.Argument(help="What the result should show.")],
+    out: OutPng,
+    strength: Annotated[float, typer.Option(help="0 keeps the image, 1 ignores it.")] = 0.6,
+    negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
+    sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None, device: DeviceOpt = None,
+) -> None:  # fmt: skip
+    """Redraw an image following a prompt; strength sets how far it may move."""
+    from latentkit.ops import img2img
+
+    pipe = load_pipeline(model, device)
+    opts = recipe_options(negative, seed, steps, cfg, sampler, n)
+    write_images(img2img(pipe, image, prompt, strength=strength, **opts), out)
+
+
+@app.command("inpaint")
+def inpaint_cmd(
+    image: Annotated[Path, typer.Argument(help="Input image.")],
+    mask: Annotated[Path, typer.Argument(help="Mask image: white = regenerate (any size/mode).")],
+    prompt: Annotated[str, typer.Argument(help="What to draw in the masked part.")],
+    out: OutPng,
+    feather: Annotated[int | None, typer.Option(help="Feather in px (default: a cell).")] = None,
+    keep_unmasked: Annotated[bool, typer.Option(help="Unmasked pixels stay identical.")] = True,
+    negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
+    sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None, device: DeviceOpt = None,
+) -> None:  # fmt: skip
+    """Regenerate the masked part of an image; the rest stays byte-identical."""
+    from latentkit.ops import inpaint
+
+    pipe = load_pipeline(model, device)
+    opts = recipe_options(negative, seed, steps, cfg, sampler, n)
+    result = inpaint(pipe, image, mask, prompt, feather_px=feather, keep_unmasked=keep_unmasked,
+                     **opts)  # fmt: skip
+    write_images(result, out)
+
+
+@app.command("outpaint")
+def outpaint_cmd(
+    image: Annotated[Path, typer.Argument(help="Input image.")],
+    out: OutPng,
+    prompt: Annotated[str, typer.Option(help="What the new border should show.")] = "",
+    left: Annotated[int, typer.Option(help="Pixels to add (multiple of the latent cell).")] = 0,
+    right: Annotated[int, typer.Option(help="Pixels to add on the right.")] = 0,
+    top: Annotated[int, typer.Option(help="Pixels to add on top.")] = 0,
+    bottom: Annotated[int, typer.Option(help="Pixels to add at the bottom.")] = 0,
+    negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
+    sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None, device: DeviceOpt = None,
+) -> None:  # fmt: skip
+    """Extend the canvas in any direction and fill the new part."""
+    from latentkit.ops import outpaint
+
+    pipe = load_pipeline(model, device)
+    opts = recipe_options(negative, seed, steps, cfg, sampler, n)
+    write_images(outpaint(pipe, image, prompt, left=left, right=right, top=top, bottom=bottom,
+                          **opts), out)  # fmt: skip
+
+
 @app.command()
 def encode(
     image: Annotated[Path, typer.Argument(help="Image file (png, jpg, webp).")],

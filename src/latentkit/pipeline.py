@@ -6,6 +6,7 @@ image depends on its seed alone: not on batch size, batch position or device.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -20,7 +21,7 @@ from torch import Tensor
 from latentkit import __version__
 from latentkit.bundle import Bundle, load_bundle, save_bundle
 from latentkit.diffusion.guidance import guided_denoiser
-from latentkit.diffusion.samplers import StepInfo, get_sampler
+from latentkit.diffusion.samplers import Denoiser, StepInfo, get_sampler
 from latentkit.diffusion.schedules import flow_timesteps
 from latentkit.errors import (
     MAX_SEED,
@@ -98,11 +99,13 @@ class Generation:
     recipe: Recipe
     model_id: str
     fingerprint: dict[str, str]
+    extra: dict[str, Any] = field(default_factory=dict)  # what an op adds: strength, source...
 
     def recipe_of(self, i: int) -> dict[str, Any]:
         """Metadata for image i: its own recipe plus the model and software that made it."""
         return {
             **self.recipe.for_image(i).to_dict(),
+            **self.extra,
             "model": self.model_id,
             "fingerprint": self.fingerprint,
         }
@@ -113,9 +116,7 @@ def default_device() -> torch.device:
 
 
 def default_model_path() -> Path:
-    """The shipped model inside the package, else $LATENTKIT_MODEL."""
-    import os
-
+    """$LATENTKIT_MODEL if set, else the model shipped inside the package."""
     env = os.environ.get("LATENTKIT_MODEL")
     if env:
         return Path(env)
@@ -169,6 +170,11 @@ class Pipeline:
     @property
     def factor(self) -> int:
         return self.codec.factor
+
+    @property
+    def latent_cell(self) -> int:
+        """Image sides must be multiples of this: the codec factor times the patch size."""
+        return self.factor * (self.denoiser.config.patch_size if self.denoiser else 1)
 
     def fingerprint(self) -> dict[str, str]:
         return {
@@ -233,7 +239,7 @@ class Pipeline:
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         self.codec.check_image_shape(height, width)
-        cell = self.factor * (self.denoiser.config.patch_size if self.denoiser else 1)
+        cell = self.latent_cell
         for name, size in (("height", height), ("width", width)):
             if size % cell:
                 raise InvalidArgument(f"{name} {size} must be a multiple of {cell} for this model")
@@ -269,9 +275,16 @@ class Pipeline:
         noise: Callable[[], Tensor] | None,
         ts: Tensor | None = None,
         callback: Callable[[Progress], None] | None = None,
+        wrap: Callable[[Denoiser], Denoiser] | None = None,
     ) -> Tensor:
-        """Integrate from x at ts[0] down to ts[-1]; ops pass their own start and schedule."""
+        """Integrate from x at ts[0] down to ts[-1].
+
+        Ops pass their own start and schedule (img2img) or wrap the guided denoiser
+        (inpainting), so `generate` itself never grows a branch per operation.
+        """
         model = self.guided(recipe.prompt, recipe.negative_prompt, recipe.cfg, x.shape[0])
+        if wrap is not None:
+            model = wrap(model)
         ts = ts if ts is not None else flow_timesteps(recipe.steps, shift=recipe.shift)
         sampler = get_sampler(recipe.sampler)
 
@@ -314,9 +327,12 @@ class Pipeline:
         return self.run(recipe, callback)
 
     def run(self, recipe: Recipe, callback: Callable[[Progress], None] | None = None) -> Generation:
+        x, noise = self.initial_noise(recipe)
+        return self.finish(recipe, self.sample(recipe, x, noise, callback=callback))
+
+    def finish(self, recipe: Recipe, latents: Tensor, **extra: Any) -> Generation:
+        """Decode sampled latents into a Generation that knows how it was made."""
         from latentkit.data.images import tensor_to_pil
 
-        x, noise = self.initial_noise(recipe)
-        latents = self.sample(recipe, x, noise, callback=callback)
         images = tensor_to_pil(self.decode(latents))
-        return Generation(images, latents, recipe, self.model_id, self.fingerprint())
+        return Generation(images, latents, recipe, self.model_id, self.fingerprint(), extra)

@@ -6,9 +6,10 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file
@@ -28,7 +29,7 @@ from latentkit.config import (
 from latentkit.models.codec import Codec
 from latentkit.models.denoiser import Denoiser
 from latentkit.models.text import load_text_encoder
-from latentkit.train.loop import TrainConfig, config_dict, train
+from latentkit.train.loop import TrainConfig, TrainResult, config_dict, train
 from latentkit.train.tasks import (
     DenoiserTask,
     VAETask,
@@ -38,6 +39,8 @@ from latentkit.train.tasks import (
     training_images,
 )
 
+T = TypeVar("T")
+
 
 def pick_device(name: str | None = None) -> torch.device:
     if name:
@@ -45,14 +48,16 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def seeded(seed: int, factory, *args):  # noqa: ANN001, ANN002
+def seeded(seed: int, factory: Callable[..., T], *args: Any) -> T:
     """Build a model from `seed` alone, whatever else consumed the global RNG before."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return factory(*args)
 
 
-def provenance(kind: str, data: str, n_images: int, cfg: TrainConfig, result: Any, device) -> dict:
+def provenance(
+    kind: str, data: str, n_images: int, cfg: TrainConfig, result: TrainResult, device: torch.device
+) -> dict[str, Any]:
     """What made these weights: enough to rerun it and to judge what it cost."""
     return {
         "kind": kind,
