@@ -148,3 +148,15 @@ def test_from_png_without_recipe(tiny_model_dir: Path, tmp_path: Path, capsys) -
 def test_help_explains_empty_prompt(capsys) -> None:
     code, out, _ = run(capsys, "generate", "--help")
     assert code == 0 and "unconditional" in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["generate", "x", "--bogus"], ["generate", "x", "--steps", "many"], ["nonsense"], ["train"]],
+)
+def test_usage_errors_are_one_message_not_a_traceback(capsys, args: list[str]) -> None:
+    code = main(args)
+    captured = capsys.readouterr()
+    assert code == (0 if args == ["train"] else 2)
+    assert "Traceback" not in captured.out + captured.err
+    assert captured.out + captured.err

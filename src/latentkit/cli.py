@@ -12,7 +12,6 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from latentkit.errors import InvalidArgument, LatentkitError
@@ -81,6 +80,9 @@ def generate(
         Path | None,
         typer.Option("--from", help="Regenerate the image whose recipe this PNG carries."),
     ] = None,
+    noise: Annotated[
+        Path | None, typer.Option(help="Start from this noise file (from `latentkit invert`).")
+    ] = None,
     device: DeviceOpt = None,
 ) -> None:
     """Generate images from a text prompt."""
@@ -88,6 +90,10 @@ def generate(
     from latentkit.pipeline import Recipe
 
     pipe = load_pipeline(model, device)
+    if noise is not None:
+        options = {"steps": steps, "cfg": cfg, "sampler": sampler}
+        write_images(from_noise(pipe, noise, prompt, options), out)
+        return
     if from_image is not None:
         stored = read_png_recipe(from_image)
         fields = {k: stored[k] for k in Recipe.__dataclass_fields__ if k in stored}
@@ -117,6 +123,45 @@ def generate(
     for i, image in enumerate(result.images):
         path = save_png(image, numbered(out, i, recipe.n), result.recipe_of(i))
         typer.echo(f"wrote {path} (seed {recipe.seed + i})")
+
+
+def from_noise(pipe: Any, noise: Path, prompt: str | None, options: dict[str, Any]) -> Any:
+    """Regenerate from inverted noise; the file's recipe fills what the command line leaves out."""
+    from latentkit.ops import generate_from_noise
+    from latentkit.outputs import load_latents
+
+    z, meta = load_latents(noise)
+    chosen = {k: v if v is not None else meta.get(k) for k, v in options.items()}
+    recipe = pipe.recipe(
+        prompt if prompt is not None else meta.get("prompt", ""),
+        height=z.shape[2] * pipe.factor, width=z.shape[3] * pipe.factor, seed=0, n=z.shape[0],
+        **chosen,
+    )  # fmt: skip
+    result = generate_from_noise(pipe, z, recipe)
+    result.extra["noise"] = str(noise)
+    return result
+
+
+@app.command()
+def invert(
+    image: Annotated[Path, typer.Argument(help="Image to invert.")],
+    out: Annotated[Path, typer.Option(help="Noise file to write (.safetensors).")],
+    prompt: Annotated[str, typer.Option(help="Prompt the inversion is conditioned on.")] = "",
+    steps: StepsOpt = None,
+    sampler: Annotated[str, typer.Option(help="euler or heun.")] = "euler",
+    cfg: Annotated[float, typer.Option(help="Guidance during inversion (1 = none, best).")] = 1.0,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Find the noise that regenerates an image; `generate --noise FILE` then edits from it."""
+    from latentkit.ops import invert as invert_image
+    from latentkit.outputs import save_latents
+
+    pipe = load_pipeline(model, device)
+    z, recipe = invert_image(pipe, image, prompt, steps=steps, sampler=sampler, cfg=cfg)
+    meta = {**recipe.to_dict(), "source": str(image), "model": pipe.model_id}
+    save_latents(z, out, meta)
+    typer.echo(f"wrote {out} noise {tuple(z.shape)}")
 
 
 def step_bar(total: int):
@@ -410,24 +455,21 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: maps our errors and click's usage errors to one line and exit code 2."""
+    """Entry point: our errors and typer's usage errors become one line and exit code 2."""
     warnings.formatwarning = _format_warning
     try:
         app(args=argv, standalone_mode=False)
     except LatentkitError as e:
         typer.echo(f"error: {e}", err=True)
         return 2
-    except click.exceptions.NoArgsIsHelpError as e:
-        e.show()
-        return 0
-    except click.ClickException as e:
-        e.show()
+    except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted", err=True)
         return 130
+    except typer.TyperException as e:  # usage errors: unknown option, bad value, no arguments
+        e.show()
+        return 0 if type(e).__name__ == "NoArgsIsHelpError" else getattr(e, "exit_code", 2)
     return 0
 
 

@@ -2,5 +2,6 @@
 
 from latentkit.ops.img2img import img2img
 from latentkit.ops.inpaint import inpaint, outpaint
+from latentkit.ops.invert import generate_from_noise, invert
 
-__all__ = ["img2img", "inpaint", "outpaint"]
+__all__ = ["generate_from_noise", "img2img", "inpaint", "invert", "outpaint"]
