@@ -261,6 +261,43 @@ def outpaint_cmd(
                           **opts), out)  # fmt: skip
 
 
+@app.command("interpolate")
+def interpolate_cmd(
+    keyframes: Annotated[
+        list[str], typer.Argument(help="Two or more: a prompt, seed:N, or an image path.")
+    ],
+    out: Annotated[Path, typer.Option(help="OUT.gif / OUT.mp4, or a folder for PNG frames.")],
+    frames: Annotated[int, typer.Option(help="Number of frames (>= 2).")] = 16,
+    prompt: Annotated[str, typer.Option(help="Prompt for seed and image keyframes.")] = "",
+    even: Annotated[bool, typer.Option(help="Space frames evenly by measured change.")] = False,
+    fps: Annotated[int, typer.Option(help="Frames per second for GIF/MP4.")] = 12,
+    negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
+    sampler: SamplerOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
+) -> None:  # fmt: skip
+    """Morph between seeds, prompts or images; writes a GIF, an MP4 or numbered PNG frames."""
+    from latentkit.errors import check_positive_int
+    from latentkit.ops import interpolate, write_animation
+    from latentkit.outputs import save_png
+
+    check_positive_int("fps", fps)
+    pipe = load_pipeline(model, device)
+    opts = recipe_options(negative, seed, steps, cfg, sampler, 1)
+    opts.pop("n")
+    result = interpolate(pipe, keyframes, frames, prompt=prompt, even=even, **opts)
+    if out.suffix.lower() in (".gif", ".mp4"):
+        write_animation(result.images, out, fps=fps)
+        typer.echo(f"wrote {out} ({frames} frames)")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    base = {**result.recipe.to_dict(), "n": 1, "model": result.model_id,
+            "fingerprint": result.fingerprint, "keyframes": keyframes}  # fmt: skip
+    for i, image in enumerate(result.images):
+        save_png(
+            image, out / f"frame-{i:04d}.png", {**base, "position": result.extra["positions"][i]}
+        )
+    typer.echo(f"wrote {frames} frames to {out}/")
+
+
 @app.command()
 def encode(
     image: Annotated[Path, typer.Argument(help="Image file (png, jpg, webp).")],

@@ -257,13 +257,25 @@ class Pipeline:
 
         return draw(), draw
 
-    def guided(self, prompt: str, negative_prompt: str, cfg: float, n: int):
-        """The denoiser with prompts bound; cfg=1 runs the conditional pass alone."""
+    def guided(
+        self,
+        prompt: str,
+        negative_prompt: str,
+        cfg: float,
+        n: int,
+        cond: PromptEmbeds | None = None,
+    ) -> Denoiser:
+        """The denoiser with prompts bound; cfg=1 runs the conditional pass alone.
+
+        `cond` (one row per image) replaces the prompt's embedding: blends and morphs use it.
+        """
         if self.denoiser is None:
             raise ModelFileError(
                 "this model has no denoiser (a codec-only bundle): it cannot generate"
             )
-        cond = self.encode_prompt([prompt]).repeat(n)
+        if cond is None:
+            cond = self.encode_prompt([prompt]).repeat(n)
+        cond = cond.to(self.device, self.dtype)
         uncond = None if cfg == 1.0 else self.encode_prompt([negative_prompt]).repeat(n)
         return guided_denoiser(self.denoiser, cond, uncond, cfg)
 
@@ -276,13 +288,14 @@ class Pipeline:
         ts: Tensor | None = None,
         callback: Callable[[Progress], None] | None = None,
         wrap: Callable[[Denoiser], Denoiser] | None = None,
+        cond: PromptEmbeds | None = None,
     ) -> Tensor:
         """Integrate from x at ts[0] down to ts[-1].
 
         Ops pass their own start and schedule (img2img) or wrap the guided denoiser
         (inpainting), so `generate` itself never grows a branch per operation.
         """
-        model = self.guided(recipe.prompt, recipe.negative_prompt, recipe.cfg, x.shape[0])
+        model = self.guided(recipe.prompt, recipe.negative_prompt, recipe.cfg, x.shape[0], cond)
         if wrap is not None:
             model = wrap(model)
         ts = ts if ts is not None else flow_timesteps(recipe.steps, shift=recipe.shift)

@@ -1,0 +1,189 @@
+"""Interpolation and morphs between seeds, prompts, images or a list of keyframes.
+
+Every keyframe resolves to a (noise, prompt embedding) pair: a prompt keeps the shared seed's
+noise, `seed:N` keeps the shared prompt, an image is inverted under the shared prompt. Frames
+blend neighbouring keyframes with spherical interpolation for noise (Gaussian noise lives near a
+sphere; a straight line between two draws passes through too-small norms and gives washed-out
+frames) and linear interpolation for embeddings. The endpoints are the keyframes themselves,
+bit for bit, so the first and last frames equal the plain generations.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from latentkit.errors import InvalidArgument, check_positive_int
+from latentkit.models.text import PromptEmbeds
+from latentkit.ops.invert import invert
+from latentkit.pipeline import Generation, Pipeline, Recipe
+
+SEED = re.compile(r"^seed:(\d+)$")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def slerp(a: Tensor, b: Tensor, w: float) -> Tensor:
+    """Spherical interpolation per row (Shoemake 1985); exact endpoints, lerp when parallel."""
+    if w == 0.0:
+        return a.clone()
+    if w == 1.0:
+        return b.clone()
+    flat_a, flat_b = a.flatten(1).double(), b.flatten(1).double()
+    cos = (flat_a * flat_b).sum(1) / (flat_a.norm(dim=1) * flat_b.norm(dim=1)).clamp_min(1e-12)
+    omega = torch.arccos(cos.clamp(-1, 1))[:, None]
+    sin = torch.sin(omega)
+    parallel = sin.abs() < 1e-6
+    wa = torch.where(parallel, 1 - w, torch.sin((1 - w) * omega) / sin.where(~parallel, 1.0))
+    wb = torch.where(
+        parallel, torch.full_like(sin, w), torch.sin(w * omega) / sin.where(~parallel, 1.0)
+    )
+    return (wa * flat_a + wb * flat_b).reshape(a.shape).to(a.dtype)
+
+
+def lerp_embeds(a: PromptEmbeds, b: PromptEmbeds, w: float) -> PromptEmbeds:
+    """Linear in token space; the mask is the union so no token of either prompt is dropped."""
+    if w == 0.0:
+        return a
+    if w == 1.0:
+        return b
+    mask = torch.maximum(a.mask, b.mask)
+    return PromptEmbeds(torch.lerp(a.tokens, b.tokens, w), mask, torch.lerp(a.pooled, b.pooled, w))
+
+
+@dataclass
+class Keyframe:
+    noise: Tensor  # [1, C, h, w]
+    embeds: PromptEmbeds  # one row
+    label: str
+
+
+def resolve(pipe: Pipeline, spec: str, base: Recipe) -> Keyframe:
+    """`seed:N`, an image path, or else a prompt."""
+    match = SEED.match(spec)
+    if match:
+        seed = int(match.group(1))
+        noise, _ = pipe.initial_noise(Recipe(**{**base.to_dict(), "seed": seed, "n": 1}).validate())
+        return Keyframe(noise.float().cpu(), pipe.encode_prompt([base.prompt]), spec)
+    if spec.lower().endswith(IMAGE_SUFFIXES) or Path(spec).is_file():
+        noise, _ = invert(
+            pipe, spec, base.prompt, steps=base.steps, sampler="euler", cfg=1.0,
+        )  # fmt: skip
+        if noise.shape[-2:] != pipe.latent_shape(base.height, base.width)[1:]:
+            raise InvalidArgument(
+                f"image {spec} is not {base.width}x{base.height} like the other keyframes"
+            )
+        return Keyframe(noise, pipe.encode_prompt([base.prompt]), spec)
+    noise, _ = pipe.initial_noise(Recipe(**{**base.to_dict(), "n": 1}).validate())
+    return Keyframe(noise.float().cpu(), pipe.encode_prompt([spec]), spec)
+
+
+def frame_positions(keyframes: int, frames: int) -> list[tuple[int, float]]:
+    """(segment, weight) for each frame, spread evenly over the keyframe path."""
+    positions = np.linspace(0, keyframes - 1, frames)
+    out = []
+    for p in positions:
+        segment = min(int(p), keyframes - 2)
+        out.append((segment, float(p - segment)))
+    return out
+
+
+def render(
+    pipe: Pipeline, keys: list[Keyframe], positions: list[tuple[int, float]], recipe: Recipe
+) -> Tensor:
+    noise = torch.cat([slerp(keys[s].noise, keys[s + 1].noise, w) for s, w in positions])
+    cond = PromptEmbeds.cat(
+        [lerp_embeds(keys[s].embeds, keys[s + 1].embeds, w) for s, w in positions]
+    )
+    batch = Recipe(**{**recipe.to_dict(), "n": len(positions)})
+    return pipe.sample(batch, noise.to(pipe.device, pipe.dtype), None, cond=cond)
+
+
+def step_sizes(images: Tensor) -> Tensor:
+    """Perceptual stand-in: RMS pixel change between neighbouring frames."""
+    return (images[1:] - images[:-1]).flatten(1).pow(2).mean(1).sqrt()
+
+
+def even_positions(
+    keys: int, positions: list[tuple[int, float]], steps: Tensor
+) -> list[tuple[int, float]]:
+    """Re-place frames at equal arc length along the measured path (piecewise linear)."""
+    flat = torch.tensor([s + w for s, w in positions], dtype=torch.float64)
+    arc = torch.cat([torch.zeros(1, dtype=torch.float64), steps.double().cumsum(0)])
+    if arc[-1] <= 0:
+        return positions
+    targets = torch.linspace(0, float(arc[-1]), len(positions), dtype=torch.float64)
+    placed = np.interp(targets.numpy(), arc.numpy(), flat.numpy())
+    return [(min(int(p), keys - 2), float(p - min(int(p), keys - 2))) for p in placed]
+
+
+def interpolate(
+    pipe: Pipeline,
+    keyframes: list[str],
+    frames: int,
+    *,
+    prompt: str = "",
+    even: bool = False,
+    refine: int = 2,
+    **recipe_args: object,
+) -> Generation:
+    """Morph through `keyframes` (each a prompt, `seed:N` or an image path) in `frames` frames."""
+    check_positive_int("frames", frames, minimum=2)
+    if len(keyframes) < 2:
+        raise InvalidArgument(f"interpolation needs at least 2 keyframes, got {len(keyframes)}")
+    recipe_args.setdefault("seed", 0)
+    recipe = pipe.recipe(prompt, **recipe_args)
+    if recipe.sampler == "euler_a":
+        raise InvalidArgument(
+            "interpolation needs a deterministic sampler: euler, heun or dpmpp_2m"
+        )
+    keys = [resolve(pipe, spec, recipe) for spec in keyframes]
+    positions = frame_positions(len(keys), frames)
+    latents = render(pipe, keys, positions, recipe)
+    if even:
+        for _ in range(refine):
+            positions = even_positions(len(keys), positions, step_sizes(pipe.decode(latents)))
+            latents = render(pipe, keys, positions, recipe)
+    result = pipe.finish(Recipe(**{**recipe.to_dict(), "n": frames}), latents, op="interpolate")
+    result.extra.update(keyframes=keyframes, positions=[round(s + w, 6) for s, w in positions])
+    return result
+
+
+def write_animation(images: list[Image.Image], path: Path, fps: int = 12) -> Path:
+    """GIF or MP4 by suffix (imageio, with imageio-ffmpeg for MP4), written then renamed."""
+    import os
+    import tempfile
+
+    import imageio.v3 as iio
+
+    suffix = path.suffix.lower()
+    if suffix not in (".gif", ".mp4"):
+        raise InvalidArgument(f"animation must end in .gif or .mp4, got {path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
+    os.close(fd)
+    frames = np.stack([np.asarray(im.convert("RGB")) for im in images])
+    try:
+        if suffix == ".gif":
+            iio.imwrite(tmp, frames, extension=".gif", duration=1000 / fps, loop=0)
+        else:
+            iio.imwrite(tmp, upscale_for_video(frames), extension=".mp4", fps=fps)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def upscale_for_video(frames: np.ndarray) -> np.ndarray:
+    """Codecs want sides that are multiples of 16; small frames are scaled up by repetition."""
+    h, w = frames.shape[1:3]
+    factor = max(1, -(-128 // min(h, w)))
+    frames = frames.repeat(factor, axis=1).repeat(factor, axis=2)
+    pad_h, pad_w = (-frames.shape[1]) % 16, (-frames.shape[2]) % 16
+    return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
