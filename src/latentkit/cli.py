@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 train_app = typer.Typer(no_args_is_help=True, help="Train the models (VAE first, then denoiser).")
 app.add_typer(train_app, name="train")
+direction_app = typer.Typer(no_args_is_help=True, help="Find semantic directions and apply them.")
+app.add_typer(direction_app, name="direction")
 
 ModelOpt = Annotated[
     Path | None,
@@ -296,6 +298,106 @@ def interpolate_cmd(
             image, out / f"frame-{i:04d}.png", {**base, "position": result.extra["positions"][i]}
         )
     typer.echo(f"wrote {frames} frames to {out}/")
+
+
+@direction_app.command("find")
+def direction_find(
+    out: Annotated[Path, typer.Option(help="Direction file to write (.safetensors).")],
+    positive: Annotated[list[str] | None, typer.Option(help="Prompt with the property.")] = None,
+    negative: Annotated[list[str] | None, typer.Option(help="Prompt without it.")] = None,
+    positive_folder: Annotated[Path | None, typer.Option(help="Images with the property.")] = None,
+    negative_folder: Annotated[Path | None, typer.Option(help="Images without it.")] = None,
+    pca: Annotated[
+        str | None, typer.Option(help="Unlabelled images (folder or 'openmoji') for PCA.")
+    ] = None,
+    component: Annotated[int, typer.Option(help="Which principal component (0 = largest).")] = 0,
+    name: Annotated[str | None, typer.Option(help="Name stored in the file.")] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Find a direction from two prompt sets (text), two image folders or PCA (latent)."""
+    from latentkit.ops import directions as d
+
+    pipe = load_pipeline(model, device)
+    label = name or out.stem
+    if positive or negative:
+        direction = d.from_prompts(pipe, list(positive or []), list(negative or []), label)
+    elif positive_folder and negative_folder:
+        direction = d.from_folders(pipe, positive_folder, negative_folder, label)
+    elif pca:
+        from latentkit.train.tasks import training_images
+
+        direction = d.from_pca(pipe, training_images(pca, pipe.image_size), component, label)
+    else:
+        raise InvalidArgument(
+            "give --positive/--negative prompts, --positive-folder/--negative-folder, or --pca"
+        )
+    direction.save(out)
+    typer.echo(f"wrote {out} ({direction.kind} direction {label!r})")
+
+
+Amounts = Annotated[str, typer.Option(help="Comma-separated amounts, e.g. -2,-1,0,1,2.")]
+
+
+def parse_amounts(text: str) -> list[float]:
+    try:
+        return [float(a) for a in text.split(",") if a.strip()]
+    except ValueError:
+        raise InvalidArgument(
+            f"--amounts must be numbers separated by commas, got {text!r}"
+        ) from None
+
+
+def save_strip(rows: list[Any], out: Path, recipe: dict[str, Any]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from latentkit.outputs import save_png
+
+    strip = np.concatenate([np.asarray(r) for r in rows], axis=1)
+    save_png(Image.fromarray(strip), out, recipe)
+    typer.echo(f"wrote {out} ({len(rows)} images)")
+
+
+@direction_app.command("strip")
+def direction_strip(
+    prompt: Annotated[str, typer.Argument(help="What to generate.")],
+    direction: Annotated[Path, typer.Option(help="Direction file.")],
+    out: OutPng,
+    amounts: Amounts = "-2,-1,0,1,2",
+    seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
+    model: ModelOpt = None, device: DeviceOpt = None,
+) -> None:  # fmt: skip
+    """Generate one image per amount along a direction, side by side."""
+    from latentkit.ops.directions import Direction, generate_along
+
+    pipe = load_pipeline(model, device)
+    result = generate_along(pipe, prompt, Direction.load(direction), parse_amounts(amounts),
+                            seed=seed, steps=steps, cfg=cfg, sampler=sampler)  # fmt: skip
+    save_strip(result.images, out, {**result.recipe_of(0), "amounts": result.extra["amounts"]})
+
+
+@app.command()
+def edit(
+    image: Annotated[Path, typer.Argument(help="Image to edit.")],
+    direction: Annotated[Path, typer.Option(help="Direction file.")],
+    out: OutPng,
+    amount: Annotated[float | None, typer.Option(help="How far to move.")] = None,
+    amounts: Annotated[str | None, typer.Option(help="Several amounts: writes a strip.")] = None,
+    prompt: Annotated[str, typer.Option(help="Prompt for inversion (text directions).")] = "",
+    steps: StepsOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Move an image along a direction (latent: directly; text: through inversion)."""
+    from latentkit.ops.directions import Direction, edit_image
+
+    values = parse_amounts(amounts) if amounts else [1.0 if amount is None else amount]
+    pipe = load_pipeline(model, device)
+    rows = edit_image(pipe, image, Direction.load(direction), values, prompt, steps)
+    recipe = {"op": "edit", "source": str(image), "direction": str(direction), "amounts": values,
+              "model": pipe.model_id}  # fmt: skip
+    save_strip(rows, out, recipe)
 
 
 @app.command()
