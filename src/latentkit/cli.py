@@ -400,6 +400,85 @@ def edit(
     save_strip(rows, out, recipe)
 
 
+def save_pixels(pixels: Any, out: Path, recipe: dict[str, Any]) -> None:
+    from latentkit.data.images import tensor_to_pil
+    from latentkit.outputs import save_png
+
+    save_png(tensor_to_pil(pixels)[0], out, recipe)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def blend(
+    items: Annotated[list[str], typer.Argument(help="Prompts as 'text:weight', or two images.")],
+    out: OutPng,
+    weight: Annotated[float, typer.Option(help="For two images: 0 = first, 1 = second.")] = 0.5,
+    seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
+    model: ModelOpt = None, device: DeviceOpt = None,
+) -> None:  # fmt: skip
+    """Blend prompts ('a dog:0.6' 'a fox:0.4') or two images (in latent space)."""
+    from latentkit.ops import blend as b
+
+    pipe = load_pipeline(model, device)
+    if all(b.is_image(i) for i in items):
+        if len(items) != 2:
+            raise InvalidArgument(f"blending images takes exactly two, got {len(items)}")
+        pixels = b.blend_images(pipe, items[0], items[1], weight)
+        save_pixels(pixels, out, {"op": "blend", "images": items, "weight": weight,
+                                  "model": pipe.model_id})  # fmt: skip
+        return
+    result = b.blend_prompts(pipe, b.parse_weighted(items), seed=seed, steps=steps, cfg=cfg,
+                             sampler=sampler)  # fmt: skip
+    write_images(result, out)
+
+
+@app.command()
+def arith(
+    expression: Annotated[str, typer.Argument(help="'A - B + C' of prompts or of image paths.")],
+    out: OutPng,
+    seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
+    model: ModelOpt = None, device: DeviceOpt = None,
+) -> None:  # fmt: skip
+    """Vector arithmetic on prompt embeddings or image latents."""
+    from latentkit.ops import blend as b
+
+    pipe = load_pipeline(model, device)
+    terms = b.parse_expression(expression)
+    if all(b.is_image(t) for _, t in terms):
+        save_pixels(b.image_arithmetic(pipe, expression), out,
+                    {"op": "arith", "expression": expression, "model": pipe.model_id})  # fmt: skip
+        return
+    write_images(b.prompt_arithmetic(pipe, expression, seed=seed, steps=steps, cfg=cfg,
+                                     sampler=sampler), out)  # fmt: skip
+
+
+@app.command()
+def mix(
+    content: Annotated[str, typer.Argument(help="Content: an image, or the first prompt.")],
+    style: Annotated[str, typer.Argument(help="Style: an image, or the second prompt.")],
+    out: OutPng,
+    channels: Annotated[str, typer.Option(help="Images: channels from style.")] = "1,2",
+    switch: Annotated[float, typer.Option(help="Prompts: share of steps with the first.")] = 0.3,
+    seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
+    model: ModelOpt = None, device: DeviceOpt = None,
+) -> None:  # fmt: skip
+    """Style mixing: swap latent channels between images, or switch prompts part-way."""
+    from latentkit.ops import blend as b
+
+    pipe = load_pipeline(model, device)
+    if b.is_image(content) and b.is_image(style):
+        try:
+            chosen = [int(c) for c in channels.split(",") if c.strip()]
+        except ValueError:
+            raise InvalidArgument(f"--channels must be whole numbers, got {channels!r}") from None
+        save_pixels(b.mix_channels(pipe, content, style, chosen), out,
+                    {"op": "mix", "content": content, "style": style, "channels": chosen,
+                     "model": pipe.model_id})  # fmt: skip
+        return
+    write_images(b.switch_prompts(pipe, content, style, switch, seed=seed, steps=steps, cfg=cfg,
+                                  sampler=sampler), out)  # fmt: skip
+
+
 @app.command()
 def encode(
     image: Annotated[Path, typer.Argument(help="Image file (png, jpg, webp).")],
