@@ -479,6 +479,68 @@ def mix(
                                   sampler=sampler), out)  # fmt: skip
 
 
+@app.command("map")
+def map_cmd(
+    images: Annotated[str, typer.Argument(help="An image folder, or 'openmoji'.")],
+    out: Annotated[Path, typer.Option(help="Atlas PNG; coordinates go to OUT.json beside it.")],
+    method: Annotated[str, typer.Option(help="pca, or tsne (needs scikit-learn).")] = "pca",
+    size: Annotated[int, typer.Option(help="Atlas side in pixels.")] = 1024,
+    thumb: Annotated[int, typer.Option(help="Thumbnail side in pixels.")] = 32,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many images.")] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Place encoded images on a 2D map and render it as an atlas of thumbnails."""
+    import numpy as np
+
+    from latentkit.bundle import atomic_write_bytes
+    from latentkit.ops.latent_map import latent_map
+    from latentkit.outputs import save_png
+    from latentkit.train.tasks import training_images
+
+    pipe = load_pipeline(model, device)
+    data = training_images(images, pipe.image_size)
+    if limit is not None:
+        data = data.subset(np.arange(min(limit, len(data))))
+    atlas, coords, _ = latent_map(pipe, data, method, size, thumb)
+    save_png(atlas, out, {"op": "map", "images": images, "method": method, "model": pipe.model_id})
+    points = [{"name": n, "caption": c, "x": float(x), "y": float(y)}
+              for n, c, (x, y) in zip(data.names, data.captions, coords, strict=True)]  # fmt: skip
+    atomic_write_bytes(out.with_suffix(".json"), json.dumps(points, indent=1).encode())
+    typer.echo(f"wrote {out} and {out.with_suffix('.json')} ({len(points)} images, {method})")
+
+
+@app.command()
+def neighbours(
+    image: Annotated[Path, typer.Argument(help="Query image.")],
+    images: Annotated[str, typer.Option("--in", help="Folder to search, or 'openmoji'.")],
+    k: Annotated[int, typer.Option("-k", help="How many neighbours.")] = 8,
+    out: Annotated[Path | None, typer.Option(help="Also write a strip of them.")] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """The k images nearest to IMAGE in latent space."""
+    from latentkit.data.images import image_to_tensor
+    from latentkit.ops.directions import encode_set
+    from latentkit.ops.latent_map import nearest
+    from latentkit.ops.source import prepare
+    from latentkit.train.tasks import training_images
+
+    pipe = load_pipeline(model, device)
+    data = training_images(images, pipe.image_size)
+    img, _ = prepare(pipe, image)
+    if img.size != (pipe.image_size, pipe.image_size):
+        from latentkit.data.images import resize_center_crop
+
+        warnings.warn(f"query resized to the model's {pipe.image_size}px", stacklevel=1)
+        img = resize_center_crop(img, pipe.image_size)
+    idx, dist = nearest(encode_set(pipe, data), pipe.encode(image_to_tensor(img)), k)
+    for rank, (i, d) in enumerate(zip(idx, dist, strict=True), 1):
+        typer.echo(f"{rank:2d}  {d:8.3f}  {data.names[i]}  {data.captions[i]}")
+    if out is not None:
+        save_strip(list(data.images[idx]), out, {"op": "neighbours", "query": str(image)})
+
+
 @app.command()
 def encode(
     image: Annotated[Path, typer.Argument(help="Image file (png, jpg, webp).")],
