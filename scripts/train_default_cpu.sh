@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The exact commands that trained the shipped CPU preview model (2 CPU cores, no GPU).
-# The VAE ran 10 minutes, then was resumed to a 30-minute total; the denoiser ran 30 minutes.
+# The VAE ran 10 minutes, then was resumed to a 30-minute total; the denoiser ran 30 minutes,
+# then was resumed to a 55-minute total (--minutes counts the whole run, across resumes).
 set -euo pipefail
 latentkit train vae --out runs/cpu-vae --size 32 --factor 4 --preset small \
   --steps 100000 --minutes 10 --batch 32 --checkpoint-every 200
@@ -8,4 +9,6 @@ latentkit train vae --out runs/cpu-vae --size 32 --factor 4 --preset small \
   --steps 100000 --minutes 30 --batch 32 --checkpoint-every 200 --resume
 latentkit train denoiser --codec runs/cpu-vae --out runs/cpu-model --preset small \
   --steps 100000 --minutes 30 --batch 32 --lr 6e-4 --ema 0.998 --checkpoint-every 200
+latentkit train denoiser --codec runs/cpu-vae --out runs/cpu-model --preset small \
+  --steps 100000 --minutes 55 --batch 32 --lr 6e-4 --ema 0.998 --checkpoint-every 200 --resume
 python scripts/ship_model.py runs/cpu-model src/latentkit/weights/default

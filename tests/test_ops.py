@@ -145,6 +145,10 @@ def test_cli_ops(tiny_model_dir: Path, tmp_path: Path, picture: Image.Image, cap
     )
     assert read_png_recipe(tmp_path / "a.png")["strength"] == 0.5
     assert (
+        main(["generate", "--from", str(tmp_path / "a.png"), "--out", str(tmp_path / "z.png"), *m])
+        == 2
+    )
+    assert (
         main(["inpaint", str(src), str(mask), "a cat", "--out", str(tmp_path / "b.png"), *m]) == 0
     )
     assert main(["outpaint", str(src), "--left", "8", "--out", str(tmp_path / "c.png"), *m]) == 0

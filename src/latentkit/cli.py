@@ -98,6 +98,11 @@ def generate(
         return
     if from_image is not None:
         stored = read_png_recipe(from_image)
+        if stored.get("op") or stored.get("noise"):
+            raise InvalidArgument(
+                f"{from_image} was made by {stored.get('op') or 'generate --noise'}, not plain "
+                "text-to-image: --from replays text-to-image recipes only"
+            )
         fields = {k: stored[k] for k in Recipe.__dataclass_fields__ if k in stored}
         recipe = Recipe(**fields).validate()
         if stored.get("model") and stored["model"] != pipe.model_id:

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Render every picture in docs/ with the shipped model, through the CLI exactly as documented.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+d=docs/img
+mkdir -p "$d"
+python scripts/sample_grid.py "$d/samples.png"
+latentkit interpolate "grinning face" "cat face" "red apple" --frames 24 --seed 3 --even --out "$d/morph.gif"
+latentkit interpolate seed:1 seed:2 --prompt "smiling face with sunglasses" --frames 16 --out "$d/seeds.gif"
+latentkit generate "grinning face" --seed 5 --out /tmp/lk-face.png
+latentkit img2img /tmp/lk-face.png "red heart" --strength 0.6 --seed 5 --out "$d/img2img.png"
+python - <<'PY'
+from PIL import Image
+m = Image.new("L", (32, 32), 0); m.paste(255, (8, 16, 24, 32)); m.save("/tmp/lk-mask.png")
+PY
+latentkit inpaint /tmp/lk-face.png /tmp/lk-mask.png "face with open mouth" --seed 2 --out "$d/inpaint.png"
+latentkit outpaint /tmp/lk-face.png --right 16 --prompt "grinning face" --seed 2 --out "$d/outpaint.png"
+latentkit invert /tmp/lk-face.png --prompt "grinning face" --steps 50 --out /tmp/lk-noise.safetensors
+latentkit generate --noise /tmp/lk-noise.safetensors --out "$d/inverted.png"
+latentkit generate --noise /tmp/lk-noise.safetensors "angry face" --out "$d/inverted-edit.png"
+latentkit direction find --positive "man dark skin tone" --negative "man light skin tone" --out /tmp/lk-dark.safetensors
+latentkit direction strip "man light skin tone" --direction /tmp/lk-dark.safetensors --amounts 0,1,2,3 --seed 4 --out "$d/direction.png"
+latentkit blend "dog face:0.5" "fox:0.5" --seed 1 --out "$d/blend.png"
+latentkit arith "king - man + woman" --seed 1 --out "$d/arith.png"
+latentkit mix "red apple" "green apple" --switch 0.3 --seed 1 --out "$d/mix.png"
+latentkit map openmoji --limit 600 --size 768 --thumb 24 --out "$d/map.png"

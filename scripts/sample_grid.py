@@ -1,0 +1,26 @@
+"""A grid of samples from the shipped model: one row per prompt, one column per seed."""
+
+import sys
+
+import numpy as np
+from PIL import Image
+
+from latentkit import Pipeline
+
+PROMPTS = [
+    "grinning face", "cat face", "red apple", "pizza", "rocket", "sun",
+    "smiling face with heart-eyes", "woman dark skin tone",
+]  # fmt: skip
+
+if __name__ == "__main__":
+    pipe = Pipeline.load()
+    rows = []
+    for prompt in PROMPTS:
+        images = pipe.generate(prompt, seed=0, n=6).images
+        rows.append(np.concatenate([np.asarray(i) for i in images], axis=1))
+    grid = np.concatenate(rows, axis=0)
+    scale = max(1, 96 // pipe.image_size)
+    Image.fromarray(grid).resize(
+        (grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST
+    ).save(sys.argv[1])
+    print("rows:", ", ".join(PROMPTS))
