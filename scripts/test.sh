@@ -9,6 +9,6 @@ python3 -m venv .venv
 python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.13.0
 python -m pip install -q -e ".[dev]"
-ruff check src tests
-ruff format --check src tests
+ruff check src tests benchmarks scripts
+ruff format --check src tests benchmarks scripts
 python -m pytest -q -p no:cacheprovider --durations=10 "$@"

@@ -1,0 +1,60 @@
+"""Speed of `generate` on this machine: images/s and latency per batch size, and cold start.
+
+Includes text encoding and decoding; 25 steps with guidance (both passes batched). Prints a
+table and writes JSON.
+
+    python benchmarks/generate_cpu.py [--model DIR] [--batches 1,16] [--threads 2]
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from latentkit import Pipeline
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--batches", default="1,16,64")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="benchmarks/generate_cpu.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    pipe = Pipeline.load(args.model, device="cpu")
+    pipe.generate("warm up", seed=0, steps=2)
+    rows = []
+    for batch in [int(b) for b in args.batches.split(",")]:
+        start = time.perf_counter()
+        pipe.generate(f"grinning face {batch}", seed=1, n=batch, steps=25, cfg=4.0)
+        seconds = time.perf_counter() - start
+        rows.append({"batch": batch, "seconds": seconds, "images_per_s": batch / seconds,
+                     "ms_per_image": 1000 * seconds / batch})  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "latentkit", "generate", "a cat face", "--seed", "1",
+               "--out", str(Path(tmp) / "x.png")]  # fmt: skip
+        if args.model:
+            cmd += ["--model", args.model]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        cold = time.perf_counter() - start
+    print(
+        f"{'batch':>6s} {'images/s':>9s} {'ms/image':>9s}"
+        f"   (CPU, {args.threads} threads, 25 steps, cfg on)"
+    )
+    for r in rows:
+        print(f"{r['batch']:6d} {r['images_per_s']:9.2f} {r['ms_per_image']:9.1f}")
+    print(f"cold start of `latentkit generate` (fresh process, one image): {cold:.2f} s")
+    with open(args.out, "w") as f:
+        json.dump({"model": pipe.model_id, "threads": args.threads, "rows": rows,
+                   "cold_start_s": cold}, f, indent=2)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
