@@ -110,3 +110,17 @@ def test_default_model_from_environment(
 ) -> None:
     monkeypatch.setenv("LATENTKIT_MODEL", str(tiny_model_dir))
     assert Pipeline.load(device="cpu").model_id.startswith("tiny@")
+
+
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from latentkit.bundle import FILE_MODE, atomic_save_tensors, atomic_write_bytes
+
+    umask = os.umask(0)
+    os.umask(umask)
+    atomic_write_bytes(tmp_path / "x.json", b"{}")
+    atomic_save_tensors({"a": torch.zeros(1)}, tmp_path / "x.safetensors")
+    for name in ("x.json", "x.safetensors"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == FILE_MODE == 0o666 & ~umask

@@ -634,6 +634,9 @@ def info(
     else:
         lines.append("denoiser   none (codec-only bundle: encode/decode only)")
     for kind, prov in bundle.training.items():
+        if isinstance(prov, list):
+            lines.append(f"recipe     {len(prov)} {kind} recorded (see `latentkit info --json`)")
+            continue
         if not isinstance(prov, dict):
             lines.append(f"trained    {kind}: {prov}")
             continue

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from latentkit.bundle import FILE_MODE
 from latentkit.errors import InvalidArgument, check_positive_int
 from latentkit.models.text import PromptEmbeds
 from latentkit.ops.invert import invert
@@ -173,6 +174,7 @@ def write_animation(images: list[Image.Image], path: Path, fps: int = 12) -> Pat
             iio.imwrite(tmp, frames, extension=".gif", duration=1000 / fps, loop=0)
         else:
             iio.imwrite(tmp, upscale_for_video(frames), extension=".mp4", fps=fps)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,45 @@
+"""Smoke tests on the model shipped inside the package (fp16 weights, loaded as fp32 on CPU)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latentkit.cli import main
+from latentkit.outputs import read_png_recipe
+from latentkit.pipeline import Pipeline, default_model_path
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Pipeline:
+    return Pipeline.load(device="cpu")
+
+
+def test_default_model_is_inside_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LATENTKIT_MODEL", raising=False)
+    path = default_model_path()
+    assert path.parts[-3:] == ("latentkit", "weights", "default")
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    assert size < 80 * 2**20
+
+
+def test_shipped_model_generates_deterministically(shipped: Pipeline) -> None:
+    a = shipped.generate("grinning face", seed=0, steps=4)
+    b = shipped.generate("grinning face", seed=0, steps=4)
+    assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
+    arr = np.asarray(a.images[0]).astype(float)
+    assert arr.std() > 10  # not a blank image
+    assert a.model_id.startswith("latentkit-openmoji-cpu@")
+
+
+def test_cli_uses_the_shipped_model_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LATENTKIT_MODEL", raising=False)
+    out = tmp_path / "face.png"
+    assert (
+        main(["generate", "a smiling cat face", "--seed", "1", "--steps", "4", "--out", str(out)])
+        == 0
+    )
+    assert read_png_recipe(out)["model"].startswith("latentkit-openmoji-cpu@")
+    assert main(["info"]) == 0
