@@ -11,4 +11,4 @@ python -m pip install -q torch==2.13.0
 python -m pip install -q -e ".[dev]"
 ruff check src tests benchmarks scripts
 ruff format --check src tests benchmarks scripts
-python -m pytest -q -p no:cacheprovider --durations=10 "$@"
+python -m pytest -p no:cacheprovider --durations=10 "$@"
