@@ -82,3 +82,11 @@ def test_cli_writes_gif_mp4_and_frames(tiny_model_dir: Path, tmp_path: Path) -> 
     frames = sorted((tmp_path / "frames").glob("frame-*.png"))
     assert len(frames) == 4
     assert read_png_recipe(frames[-1])["position"] == 1.0
+
+
+def test_even_spacing_never_worse_than_uniform(pipe: Pipeline) -> None:
+    for keys in (["a cat", "a dog"], ["seed:5", "seed:6"]):
+        uniform = interpolate(pipe, keys, 6, seed=2, steps=2, prompt="x")
+        even = interpolate(pipe, keys, 6, seed=2, steps=2, prompt="x", even=True, refine=2)
+        ratio = lambda g: float((s := step_sizes(pipe.decode(g.latents))).max() / s.min())  # noqa: E731
+        assert ratio(even) <= ratio(uniform) + 1e-9

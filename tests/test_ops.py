@@ -199,3 +199,13 @@ def test_cli_invert_then_generate_from_noise(
     assert main(["generate", "--noise", str(noise), "--out", str(out), *m]) == 0
     assert read_png_recipe(out)["noise"] == str(noise)
     assert Image.open(out).size == (16, 16)
+
+
+def test_image_inputs_may_be_arrays_but_not_anything(pipe: Pipeline, picture: Image.Image) -> None:
+    from_array = img2img(pipe, np.asarray(picture), "x", strength=0.0, seed=0, steps=2)
+    from_pil = img2img(pipe, picture, "x", strength=0.0, seed=0, steps=2)
+    assert np.array_equal(px(from_array.images[0]), px(from_pil.images[0]))
+    with pytest.raises(InvalidArgument, match="uint8"):
+        img2img(pipe, np.zeros((16, 16, 3), np.float32), "x")
+    with pytest.raises(InvalidArgument, match="expected an image path"):
+        img2img(pipe, 42, "x")

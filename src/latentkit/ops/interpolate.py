@@ -123,6 +123,34 @@ def even_positions(
     return [(min(int(p), keys - 2), float(p - min(int(p), keys - 2))) for p in placed]
 
 
+def step_ratio(steps: Tensor) -> float:
+    return float(steps.max() / steps.min().clamp_min(1e-12))
+
+
+def spread_evenly(
+    pipe: Pipeline,
+    keys: list[Keyframe],
+    positions: list[tuple[int, float]],
+    latents: Tensor,
+    recipe: Recipe,
+    refine: int,
+) -> tuple[list[tuple[int, float]], Tensor]:
+    """Re-place frames by measured change; keep the most even placement seen.
+
+    Where a morph snaps from one mode to another, no placement evens it out, and a re-placement
+    can come out worse than the start: keeping the best means --even never makes a morph jumpier.
+    """
+    steps = step_sizes(pipe.decode(latents))
+    best = (step_ratio(steps), positions, latents)
+    for _ in range(refine):
+        positions = even_positions(len(keys), positions, steps)
+        latents = render(pipe, keys, positions, recipe)
+        steps = step_sizes(pipe.decode(latents))
+        if step_ratio(steps) < best[0]:
+            best = (step_ratio(steps), positions, latents)
+    return best[1], best[2]
+
+
 def interpolate(
     pipe: Pipeline,
     keyframes: list[str],
@@ -130,7 +158,7 @@ def interpolate(
     *,
     prompt: str = "",
     even: bool = False,
-    refine: int = 2,
+    refine: int = 4,
     **recipe_args: object,
 ) -> Generation:
     """Morph through `keyframes` (each a prompt, `seed:N` or an image path) in `frames` frames."""
@@ -147,9 +175,7 @@ def interpolate(
     positions = frame_positions(len(keys), frames)
     latents = render(pipe, keys, positions, recipe)
     if even:
-        for _ in range(refine):
-            positions = even_positions(len(keys), positions, step_sizes(pipe.decode(latents)))
-            latents = render(pipe, keys, positions, recipe)
+        positions, latents = spread_evenly(pipe, keys, positions, latents, recipe, refine)
     result = pipe.finish(Recipe(**{**recipe.to_dict(), "n": frames}), latents, op="interpolate")
     result.extra.update(keyframes=keyframes, positions=[round(s + w, 6) for s, w in positions])
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -12,12 +13,23 @@ from latentkit.data.images import image_to_tensor, load_image, to_rgb
 from latentkit.errors import InvalidArgument
 from latentkit.pipeline import Pipeline
 
-ImageInput = str | Path | Image.Image
+ImageInput = str | Path | Image.Image | np.ndarray
 
 
 def read_image(image: ImageInput, min_size: int) -> Image.Image:
+    """A path, a PIL image, or a uint8 array of shape [H, W, 3] (or [H, W])."""
     if isinstance(image, Image.Image):
         return to_rgb(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3):
+            raise InvalidArgument(
+                f"an image array must be uint8 [H, W, 3], got {image.dtype} {image.shape}"
+            )
+        return to_rgb(Image.fromarray(image))
+    if not isinstance(image, str | Path):
+        raise InvalidArgument(
+            f"expected an image path, PIL image or array, got {type(image).__name__}"
+        )
     return load_image(image, min_size=min_size)
 
 
