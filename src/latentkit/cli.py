@@ -88,7 +88,7 @@ def generate(
     device: DeviceOpt = None,
 ) -> None:
     """Generate images from a text prompt."""
-    from latentkit.outputs import numbered, read_png_recipe, save_png
+    from latentkit.outputs import read_png_recipe
     from latentkit.pipeline import Recipe
 
     pipe = load_pipeline(model, device)
@@ -104,32 +104,21 @@ def generate(
                 "text-to-image: --from replays text-to-image recipes only"
             )
         fields = {k: stored[k] for k in Recipe.__dataclass_fields__ if k in stored}
-        recipe = Recipe(**fields).validate()
         if stored.get("model") and stored["model"] != pipe.model_id:
             warnings.warn(
                 f"{from_image} was made with model {stored['model']}, regenerating with "
                 f"{pipe.model_id}: the image will differ",
                 stacklevel=1,
             )
+        result = pipe.run(Recipe(**fields).validate(), callback=step_bar())
+    elif prompt is None:
+        raise InvalidArgument('give a PROMPT (use "" for unconditional) or --from IMAGE.png')
     else:
-        if prompt is None:
-            raise InvalidArgument('give a PROMPT (use "" for unconditional) or --from IMAGE.png')
         width, height = parse_size(size)
-        recipe = pipe.recipe(
-            prompt,
-            negative_prompt=negative or "",
-            seed=seed,
-            steps=steps,
-            cfg=cfg,
-            sampler=sampler,
-            n=n,
-            height=height,
-            width=width,
+        result = pipe.generate(
+            prompt, negative, seed, steps, cfg, sampler, n, height, width, callback=step_bar()
         )
-    result = pipe.run(recipe, callback=step_bar(recipe.steps))
-    for i, image in enumerate(result.images):
-        path = save_png(image, numbered(out, i, recipe.n), result.recipe_of(i))
-        typer.echo(f"wrote {path} (seed {recipe.seed + i})")
+    write_images(result, out)
 
 
 def from_noise(pipe: Any, noise: Path, prompt: str | None, options: dict[str, Any]) -> Any:
@@ -171,15 +160,19 @@ def invert(
     typer.echo(f"wrote {out} noise {tuple(z.shape)}")
 
 
-def step_bar(total: int):
+def step_bar():
+    """A progress bar on a terminal, sized by the first step it hears about."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc="sampling", leave=False, disable=not sys.stderr.isatty())
+    bars: list[Any] = []
 
     def callback(progress: Any) -> None:
-        bar.update(1)
+        if not bars:
+            bars.append(tqdm(total=progress.total, desc="sampling", leave=False,
+                             disable=not sys.stderr.isatty()))  # fmt: skip
+        bars[0].update(1)
         if progress.step + 1 == progress.total:
-            bar.close()
+            bars[0].close()
 
     return callback
 
