@@ -23,4 +23,7 @@ latentkit direction strip "man light skin tone" --direction /tmp/lk-dark.safeten
 latentkit blend "dog face:0.5" "fox:0.5" --seed 1 --out "$d/blend.png"
 latentkit arith "king - man + woman" --seed 1 --out "$d/arith.png"
 latentkit mix "red apple" "green apple" --switch 0.3 --seed 1 --out "$d/mix.png"
+latentkit direction find --positive "smiling face" --negative "frowning face" --out /tmp/lk-smile.safetensors
+latentkit edit /tmp/lk-face.png --direction /tmp/lk-smile.safetensors --amounts -2,-1,0,1,2 --prompt "grinning face" --out "$d/edit.png"
+latentkit neighbours /tmp/lk-face.png --in openmoji -k 8 --out "$d/neighbours.png"
 latentkit map openmoji --limit 600 --size 768 --thumb 24 --out "$d/map.png"
