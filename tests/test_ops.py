@@ -97,7 +97,8 @@ def test_inpaint_without_keep_changes_more(pipe: Pipeline, picture: Image.Image)
 def test_mask_of_another_size_is_resized_with_a_note(pipe: Pipeline, picture: Image.Image) -> None:
     big = Image.new("RGBA", (64, 64), (255, 255, 255, 255))
     with pytest.warns(UserWarning, match="mask resized"):
-        inpaint(pipe, picture, big, "x", seed=0, steps=1)
+        out = inpaint(pipe, picture, big, "x", seed=0, steps=1)
+    assert out.images[0].size == picture.size
 
 
 @pytest.mark.parametrize(
