@@ -416,9 +416,10 @@ def blend(
 ) -> None:  # fmt: skip
     """Blend prompts ('a dog:0.6' 'a fox:0.4') or two images (in latent space)."""
     from latentkit.ops import blend as b
+    from latentkit.ops.source import looks_like_image
 
     pipe = load_pipeline(model, device)
-    if all(b.is_image(i) for i in items):
+    if all(looks_like_image(i) for i in items):
         if len(items) != 2:
             raise InvalidArgument(f"blending images takes exactly two, got {len(items)}")
         pixels = b.blend_images(pipe, items[0], items[1], weight)
@@ -439,10 +440,11 @@ def arith(
 ) -> None:  # fmt: skip
     """Vector arithmetic on prompt embeddings or image latents."""
     from latentkit.ops import blend as b
+    from latentkit.ops.source import looks_like_image
 
     pipe = load_pipeline(model, device)
     terms = b.parse_expression(expression)
-    if all(b.is_image(t) for _, t in terms):
+    if all(looks_like_image(t) for _, t in terms):
         save_pixels(b.image_arithmetic(pipe, expression), out,
                     {"op": "arith", "expression": expression, "model": pipe.model_id})  # fmt: skip
         return
@@ -462,9 +464,10 @@ def mix(
 ) -> None:  # fmt: skip
     """Style mixing: swap latent channels between images, or switch prompts part-way."""
     from latentkit.ops import blend as b
+    from latentkit.ops.source import looks_like_image
 
     pipe = load_pipeline(model, device)
-    if b.is_image(content) and b.is_image(style):
+    if looks_like_image(content) and looks_like_image(style):
         try:
             chosen = [int(c) for c in channels.split(",") if c.strip()]
         except ValueError:

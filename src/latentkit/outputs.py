@@ -69,18 +69,23 @@ def save_latents(latents: Tensor, path: str | Path, recipe: dict[str, Any]) -> P
     return path
 
 
-def load_latents(path: str | Path) -> tuple[Tensor, dict[str, Any]]:
+def read_tensor_file(path: str | Path, key: str, what: str) -> tuple[Tensor, dict[str, str]]:
+    """One named tensor and the header metadata of a safetensors file we wrote, or a clear error."""
     path = Path(path)
     if not path.is_file():
-        raise InvalidArgument(f"latent file {path} does not exist")
+        raise InvalidArgument(f"{what} {path} does not exist")
     try:
         with safe_open(path, "pt") as f:
             meta = f.metadata() or {}
-            if "latents" not in f.keys():  # noqa: SIM118 (safe_open is not iterable)
-                raise InvalidArgument(f"{path} holds no 'latents' tensor")
-            latents = f.get_tensor("latents")
+            if key not in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+                raise InvalidArgument(f"{path} is not a {what}: it holds no {key!r} tensor")
+            return f.get_tensor(key), meta
     except (SafetensorError, OSError) as e:
-        raise InvalidArgument(f"{path} is not a readable safetensors file ({e})") from None
+        raise InvalidArgument(f"{path} is not a {what} ({e})") from None
+
+
+def load_latents(path: str | Path) -> tuple[Tensor, dict[str, Any]]:
+    latents, meta = read_tensor_file(path, "latents", "latent file")
     if latents.ndim == 3:
         latents = latents[None]
     if latents.ndim != 4 or not torch.isfinite(latents).all():

@@ -11,7 +11,6 @@ encoded images.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -22,7 +21,6 @@ from latentkit.ops.source import ImageInput, prepare
 from latentkit.pipeline import Generation, Pipeline, Recipe
 
 TERM = re.compile(r"\s+([+-])\s+")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def parse_expression(expr: str) -> list[tuple[float, str]]:
@@ -152,7 +150,3 @@ def switch_prompts(
     latents = pipe.sample(recipe, x, None, ts[k:]) if k < recipe.steps else x.float().cpu()
     result = pipe.finish(recipe, latents, op="switch", first_prompt=first, switch=switch)
     return result
-
-
-def is_image(spec: str) -> bool:
-    return spec.lower().endswith(IMAGE_SUFFIXES) or Path(spec).is_file()

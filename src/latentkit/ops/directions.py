@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from latentkit.bundle import atomic_save_tensors
 from latentkit.data.images import ImageSet, load_image_folder, uint8_to_tensor
 from latentkit.errors import InvalidArgument, check_finite
 from latentkit.models.text import PromptEmbeds
+from latentkit.outputs import read_tensor_file
 from latentkit.pipeline import Generation, Pipeline, Recipe
 
 KINDS = ("text", "latent")
@@ -43,19 +43,11 @@ class Direction:
 
     @staticmethod
     def load(path: str | Path) -> Direction:
-        path = Path(path)
-        if not path.is_file():
-            raise InvalidArgument(f"direction file {path} does not exist")
-        try:
-            with safe_open(path, "pt") as f:
-                header = f.metadata() or {}
-                vector = f.get_tensor("vector")
-        except (SafetensorError, OSError) as e:
-            raise InvalidArgument(f"{path} is not a direction file ({e})") from None
+        vector, header = read_tensor_file(path, "vector", "direction file")
         if header.get("kind") not in KINDS:
             raise InvalidArgument(f"{path} is not a latentkit direction file (no kind)")
         meta = json.loads(header.get("meta", "{}"))
-        return Direction(header["kind"], vector, header.get("name", path.stem), meta)
+        return Direction(header["kind"], vector, header.get("name", Path(path).stem), meta)
 
 
 def mean_token(embeds: PromptEmbeds) -> Tensor:

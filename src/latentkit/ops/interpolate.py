@@ -23,10 +23,10 @@ from latentkit.bundle import FILE_MODE
 from latentkit.errors import InvalidArgument, check_positive_int
 from latentkit.models.text import PromptEmbeds
 from latentkit.ops.invert import invert
+from latentkit.ops.source import looks_like_image
 from latentkit.pipeline import Generation, Pipeline, Recipe
 
 SEED = re.compile(r"^seed:(\d+)$")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def slerp(a: Tensor, b: Tensor, w: float) -> Tensor:
@@ -71,7 +71,7 @@ def resolve(pipe: Pipeline, spec: str, base: Recipe) -> Keyframe:
         seed = int(match.group(1))
         noise, _ = pipe.initial_noise(Recipe(**{**base.to_dict(), "seed": seed, "n": 1}).validate())
         return Keyframe(noise.float().cpu(), pipe.encode_prompt([base.prompt]), spec)
-    if spec.lower().endswith(IMAGE_SUFFIXES) or Path(spec).is_file():
+    if looks_like_image(spec):
         noise, _ = invert(
             pipe, spec, base.prompt, steps=base.steps, sampler="euler", cfg=1.0,
         )  # fmt: skip

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from latentkit.data.images import image_to_tensor, load_image, to_rgb
+from latentkit.data.images import IMAGE_EXTENSIONS, image_to_tensor, load_image, to_rgb
 from latentkit.errors import InvalidArgument
 from latentkit.pipeline import Pipeline
 
@@ -64,3 +64,8 @@ def check_cell_multiple(name: str, value: int, cell: int) -> int:
             f"{name} must be a non-negative multiple of the {cell}-pixel latent cell, got {value}"
         )
     return value
+
+
+def looks_like_image(spec: str) -> bool:
+    """Whether a command-line item names an image rather than a prompt."""
+    return Path(spec).suffix.lower() in IMAGE_EXTENSIONS or Path(spec).is_file()
