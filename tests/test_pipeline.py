@@ -138,3 +138,15 @@ def test_tiled_decode_is_chosen_for_large_grids(pipe: Pipeline) -> None:
     z = torch.randn(1, 4, 12, 12)  # over twice the 4-cell training grid
     assert pipe.auto_tile(z) == 8
     torch.testing.assert_close(pipe.decode(z), pipe.decode(z, tile=100), atol=1 / 255, rtol=0)
+
+
+def test_bound_denoiser_equals_the_diffusers_forward(pipe) -> None:
+    """The text-cached forward must match diffusers' PixArt forward, padding trimmed or not."""
+    embeds = pipe.encode_prompt(["red square", "", "a long prompt about a blue square on red"])
+    x = torch.randn(3, *pipe.latent_shape(16, 16), generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.9, 0.5, 0.05])
+    with torch.no_grad():
+        reference = pipe.denoiser(x, t, embeds.tokens, embeds.mask)
+        bound = pipe.denoiser.bind(embeds.tokens, embeds.mask)(x, t)
+    assert torch.allclose(bound, reference, atol=1e-5)
+    assert int(embeds.mask.sum(1).max()) < embeds.mask.shape[1]  # padding really was trimmed

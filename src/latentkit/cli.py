@@ -670,6 +670,60 @@ Seed = Annotated[int, typer.Option(help="Seed for init and every random draw.")]
 Every = Annotated[int, typer.Option(help="Checkpoint every N steps.")]
 
 
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[
+        Path | None, typer.Argument(help="Model folder (default: the shipped model).")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Report file (JSON); a .md table goes beside it.")
+    ] = Path("eval.json"),
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds, one image per seed.")] = "0",
+    sweep: Annotated[bool, typer.Option(help="Also sweep steps x sampler and cfg.")] = False,
+    sweep_captions: Annotated[int, typer.Option(help="Prompts per set in the sweep.")] = 48,
+    limit: Annotated[int | None, typer.Option(help="At most this many prompts per set.")] = None,
+    batch: Batch = 64,
+    evalnet: Annotated[
+        Path | None, typer.Option(help="Evaluation network folder (default: the shipped one).")
+    ] = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Measure a model: codec PSNR/SSIM against PCA, and generations scored by the evaluation
+    network (own-emoji rate, caption retrieval, Frechet distance) on held-out variants, training
+    captions and paraphrases."""
+    from latentkit.bundle import atomic_write_bytes
+    from latentkit.eval.evalnet import load_eval_network
+    from latentkit.eval.evaluate import EvalSettings, evaluate, markdown_report
+
+    settings = EvalSettings(
+        seeds=parse_seeds(seeds), sweep=sweep, sweep_captions=sweep_captions, limit=limit,
+        batch=batch,
+    ).validate()  # fmt: skip
+    pipe = load_pipeline(model, device)
+    report = evaluate(
+        pipe, load_eval_network(evalnet), settings, log=lambda m: typer.echo(m, err=True)
+    )
+    table = markdown_report(report)
+    atomic_write_bytes(out, json.dumps(report, indent=2).encode())
+    atomic_write_bytes(out.with_suffix(".md"), table.encode())
+    typer.echo(table)
+    typer.echo(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    from latentkit.errors import check_seed
+
+    try:
+        seeds = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InvalidArgument(
+            f"--seeds must be integers separated by commas, got {text!r}"
+        ) from None
+    if not seeds:
+        raise InvalidArgument("--seeds must name at least one seed")
+    return tuple(check_seed(s) for s in seeds)
+
+
 @train_app.command("vae")
 def train_vae_cmd(
     out: Out,
@@ -732,6 +786,33 @@ def train_denoiser_cmd(
         caption_dropout=caption_dropout,
     )  # fmt: skip
     typer.echo(f"wrote {path}")
+
+
+@train_app.command("evalnet")
+def train_evalnet_cmd(
+    out: Out,
+    steps: Steps = 1500,
+    minutes: Minutes = None,
+    batch: Batch = 256,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
+    seed: Seed = 0,
+    resume: Resume = False,
+    device: DeviceOpt = None,
+) -> None:
+    """Train the evaluation network (a small CLIP) on the OpenMoji training split."""
+    from latentkit.eval.train_evalnet import train_eval_network
+    from latentkit.pipeline import default_device
+
+    info = train_eval_network(
+        out, steps=steps, minutes=minutes, batch_size=batch, lr=lr, seed=seed,
+        device=str(device or default_device()), resume=resume,
+        command=" ".join(["latentkit", *sys.argv[1:]]),
+    )  # fmt: skip
+    ceiling = info["test_ceiling"]
+    typer.echo(
+        f"wrote {out}: real test images retrieve their caption top-1 {ceiling['top1']:.1%}, "
+        f"top-5 {ceiling['top5']:.1%}"
+    )
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:

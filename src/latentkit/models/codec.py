@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL
 from torch import Tensor, nn
 
 from latentkit.config import CodecConfig
 from latentkit.errors import InvalidArgument
+from latentkit.models.lean_import import diffusers_class
+
+AutoencoderKL = diffusers_class("models.autoencoders.autoencoder_kl", "AutoencoderKL")
 
 
 class Codec(nn.Module):

@@ -6,10 +6,16 @@ embedding sees t * 1000, the same scale diffusers' flow-matching schedulers pass
 
 from __future__ import annotations
 
-from diffusers import PixArtTransformer2DModel
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latentkit.config import DenoiserConfig
+from latentkit.models.lean_import import diffusers_class
+
+PixArtTransformer2DModel = diffusers_class(
+    "models.transformers.pixart_transformer_2d", "PixArtTransformer2DModel"
+)
 
 TIMESTEP_SCALE = 1000.0
 
@@ -30,3 +36,85 @@ class Denoiser(nn.Module):
             added_cond_kwargs={"resolution": None, "aspect_ratio": None},
             return_dict=False,
         )[0]
+
+    def bind(self, tokens: Tensor, mask: Tensor) -> BoundDenoiser:
+        """This network with its text fixed for a whole sampling run (see BoundDenoiser)."""
+        return BoundDenoiser(self, tokens, mask)
+
+
+class BoundDenoiser:
+    """The PixArt forward with the text side computed once per run instead of once per step.
+
+    diffusers' forward recomputes the caption projection and every block's cross-attention keys
+    and values at each step, over all 48 padded token slots, although neither changes while
+    sampling. Here they are computed once, over only as many slots as the longest prompt fills
+    (masked slots get a -10000 bias, so they contribute exp(-10000) = 0: dropping them changes
+    nothing). The image side calls the same diffusers modules in the same order, so adapters
+    such as LoRA layers keep working; the test suite checks this path against diffusers' own.
+    """
+
+    def __init__(self, denoiser: Denoiser, tokens: Tensor, mask: Tensor) -> None:
+        net = denoiser.net
+        self.net = net
+        keep = max(1, int(mask.sum(1).max()))
+        if bool(mask[:, keep:].any()):
+            raise ValueError("token masks must be padded at the end")  # pragma: no cover
+        tokens, mask = tokens[:, :keep], mask[:, :keep]  # [B, L]
+        dtype = tokens.dtype
+        context = net.caption_projection(tokens)  # [B, L, D]
+        self.bias = ((1 - mask.to(dtype)) * -10000.0)[:, None, None, :]  # [B, 1, 1, L]
+        self.keys_values = [
+            (
+                self._heads(b.attn2, b.attn2.to_k(context)),
+                self._heads(b.attn2, b.attn2.to_v(context)),
+            )
+            for b in net.transformer_blocks
+        ]
+        self.batch = tokens.shape[0]
+
+    @staticmethod
+    def _heads(attn, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, attn.heads, -1).transpose(1, 2)  # [B, heads, N, head_dim]
+
+    @staticmethod
+    def _merge(attn, x: Tensor) -> Tensor:
+        b, _, n, _ = x.shape
+        return attn.to_out[0](x.transpose(1, 2).reshape(b, n, -1))  # [B, N, D]
+
+    def _self_attention(self, attn, h: Tensor) -> Tensor:
+        q, k, v = (self._heads(attn, proj(h)) for proj in (attn.to_q, attn.to_k, attn.to_v))
+        return self._merge(attn, F.scaled_dot_product_attention(q, k, v))
+
+    def _cross_attention(self, attn, h: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        q = self._heads(attn, attn.to_q(h))
+        return self._merge(attn, F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias))
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        """x [B, C, h, w], t [B] in [0, 1] -> velocity; B must match the bound tokens."""
+        net = self.net
+        if x.shape[0] != self.batch:
+            raise ValueError(f"bound to {self.batch} prompts, called with {x.shape[0]} latents")
+        b, p = x.shape[0], net.config.patch_size
+        height, width = x.shape[-2] // p, x.shape[-1] // p
+        h = net.pos_embed(x)  # [B, N, D]
+        t_mod, t_emb = net.adaln_single(
+            t * TIMESTEP_SCALE,
+            {"resolution": None, "aspect_ratio": None},
+            batch_size=b,
+            hidden_dtype=h.dtype,
+        )  # [B, 6D], [B, D]
+        for block, (k, v) in zip(net.transformer_blocks, self.keys_values, strict=True):
+            mods = (block.scale_shift_table[None] + t_mod.reshape(b, 6, -1)).chunk(6, dim=1)
+            shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods  # [B, 1, D]
+            normed = block.norm1(h) * (1 + scale_msa) + shift_msa
+            h = h + gate_msa * self._self_attention(block.attn1, normed)
+            h = h + self._cross_attention(block.attn2, h, k, v)
+            normed = block.norm2(h) * (1 + scale_mlp) + shift_mlp
+            h = h + gate_mlp * block.ff(normed)
+        shift, scale = (net.scale_shift_table[None] + t_emb[:, None]).chunk(2, dim=1)
+        h = net.proj_out(net.norm_out(h) * (1 + scale) + shift)  # [B, N, p*p*C]
+        h = h.reshape(b, height, width, p, p, net.out_channels)
+        return torch.einsum("nhwpqc->nchpwq", h).reshape(
+            b, net.out_channels, height * p, width * p
+        )  # [B, C, h, w]

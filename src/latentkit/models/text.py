@@ -94,6 +94,10 @@ class MiniLMEncoder:
             torch.stack([r[2] for r in rows]),
         )
 
+    def clear_cache(self) -> None:
+        """Forget every cached prompt (benchmarks use it to time encoding honestly)."""
+        self._cache.clear()
+
     @torch.no_grad()
     def _encode_uncached(self, prompts: list[str]) -> None:
         window = self.config.max_tokens
