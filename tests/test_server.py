@@ -333,7 +333,11 @@ def test_token_required_when_set(pipe, outputs: Path) -> None:
         assert c.get("/").status_code == 401
         assert c.get("/api/model", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert c.get("/api/model", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        assert c.get("/?token=s3cret").status_code == 200
+        page = c.get("/?token=s3cret")
+        assert page.status_code == 200
+        assert c.get("/static/app.js").status_code == 200  # the cookie the page set
+        c.cookies.clear()
+        assert c.get("/static/app.js").status_code == 401
 
 
 # -- the job queue -------------------------------------------------------------------------------

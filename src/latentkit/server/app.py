@@ -33,6 +33,7 @@ from latentkit.server.storage import MEDIA_TYPES, NotFound, Storage, check_id
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024
+TOKEN_COOKIE = "latentkit_token"
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file in a multipart body
 FIELDS = sorted(
     {
@@ -82,8 +83,9 @@ def error_body(e: ApiError) -> dict[str, Any]:
 class Guard:
     """Pure-ASGI checks in front of everything: the bearer token and the body-size cap.
 
-    The token may come as `Authorization: Bearer T` or, for what a browser loads without headers
-    (the page, <img>, EventSource), as `?token=T`.
+    The token may come as `Authorization: Bearer T`, as `?token=T` (to open the page), or as the
+    cookie the page then gets, so what a browser loads without headers (<img>, EventSource,
+    scripts) carries it too.
     """
 
     def __init__(self, app: Any, token: str | None, max_body: int) -> None:
@@ -117,14 +119,15 @@ class Guard:
         return f"request body is {size} bytes, over the server's upload cap of {self.max_body}"
 
     def authorised(self, scope: dict, headers: dict[str, str]) -> bool:
+        from http.cookies import SimpleCookie
+        from urllib.parse import parse_qs
+
         given = headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not given:
-            query = dict(
-                p.split("=", 1)
-                for p in scope.get("query_string", b"").decode().split("&")
-                if "=" in p
-            )
-            given = query.get("token", "")
+            given = parse_qs(scope.get("query_string", b"").decode()).get("token", [""])[0]
+        if not given:
+            jar = SimpleCookie(headers.get("cookie", ""))
+            given = jar[TOKEN_COOKIE].value if TOKEN_COOKIE in jar else ""
         return hmac.compare_digest(given.encode(), self.token.encode())  # type: ignore[union-attr]
 
     @staticmethod
@@ -285,8 +288,12 @@ def add_routes(app: FastAPI, st: Studio) -> None:
     pipe, storage = st.pipe, st.storage
 
     @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+    async def index(request: Request) -> FileResponse:
+        page = FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        token = request.query_params.get("token")
+        if token:  # the guard has checked it; the page's own requests then carry it as a cookie
+            page.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return page
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:
