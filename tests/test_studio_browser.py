@@ -97,7 +97,8 @@ def test_generate_inpaint_interpolate_direction_map(page) -> None:
     wait_done(page)
     assert page.locator("#results img").count() == 3
     page.wait_for_function(
-        "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
+        "[...document.querySelectorAll('#results img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
     )
     assert page.locator("#gallery img").count() >= 3
     assert '"seed": 7' in page.text_content("#recipe")

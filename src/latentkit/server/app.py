@@ -16,7 +16,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -324,12 +324,15 @@ def add_routes(app: FastAPI, st: Studio) -> None:
         }
 
     @app.post("/api/uploads", status_code=201, tags=["files"])
-    async def upload(file: UploadFile = File(...)) -> dict[str, Any]:
-        """Store a PNG, JPEG or WebP as sent (a PNG keeps its recipe); answers its id."""
+    async def upload(
+        file: UploadFile = File(...), kind: Literal["upload", "mask"] = "upload"
+    ) -> dict[str, Any]:
+        """Store a PNG, JPEG or WebP as sent (a PNG keeps its recipe); answers its id.
+        `kind=mask` keeps painted masks out of the gallery."""
         data = await file.read(st.max_upload_bytes + 1)
         if len(data) > st.max_upload_bytes:
             raise ApiError(413, st_too_large(len(data), st.max_upload_bytes), "file")
-        file_id, (width, height) = storage.save_upload(data, "file")
+        file_id, (width, height) = storage.save_upload(data, "file", kind)
         return {"id": file_id, "width": width, "height": height}
 
     @app.get("/api/files/{file_id}/recipe", tags=["files"])

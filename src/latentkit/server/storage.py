@@ -21,6 +21,7 @@ from latentkit.errors import InvalidArgument
 from latentkit.outputs import save_png
 
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+GALLERY = ("img-", "upload-")
 IMAGE_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
 MEDIA_TYPES = {
     ".png": "image/png",
@@ -88,9 +89,10 @@ class Storage:
     def direction_names(self) -> list[str]:
         return sorted(p.stem for p in self.directions.glob("*.safetensors"))
 
-    def images(self, limit: int = 200) -> list[Path]:
-        """Generated images, newest first (uploads and strips included, hidden temp files not)."""
-        files = [p for p in self.root.glob("*.png") if not p.name.startswith(".")]
+    def images(self, limit: int = 200, prefixes: tuple[str, ...] = GALLERY) -> list[Path]:
+        """Images people made or brought, newest first: not masks, morph frames, edit stops or
+        maps, which belong to the job that made them (and temp files never show)."""
+        files = [p for p in self.root.glob("*.png") if p.name.startswith(prefixes)]
         files.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
         return files[:limit]
 
@@ -101,19 +103,21 @@ class Storage:
         save_png(image, self.root / file_id, recipe)
         return file_id
 
-    def save_upload(self, data: bytes, field: str = "file") -> tuple[str, tuple[int, int]]:
+    def save_upload(
+        self, data: bytes, field: str = "file", kind: str = "upload"
+    ) -> tuple[str, tuple[int, int]]:
         """Keep the uploaded bytes as they are (so a PNG keeps its recipe), once PIL has read
         them whole; anything else is refused naming the field."""
         try:
             with Image.open(io.BytesIO(data)) as img:
-                kind = img.format
+                image_kind = img.format
                 img.load()
                 size = img.size
         except Exception as e:  # PIL raises many types for hostile input
             raise InvalidArgument(f"{field} is not a readable image ({type(e).__name__})") from None
-        if kind not in IMAGE_SUFFIXES:
-            raise InvalidArgument(f"{field} must be a PNG, JPEG or WebP image, got {kind}")
-        file_id = f"{new_id('upload')}{IMAGE_SUFFIXES[kind]}"
+        if image_kind not in IMAGE_SUFFIXES:
+            raise InvalidArgument(f"{field} must be a PNG, JPEG or WebP image, got {image_kind}")
+        file_id = f"{new_id(kind)}{IMAGE_SUFFIXES[image_kind]}"
         atomic_write_bytes(self.root / file_id, data)
         return file_id, size
 

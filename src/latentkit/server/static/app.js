@@ -152,10 +152,10 @@ function reuse() {
   showTab("generate");
 }
 
-async function uploadFile(blob, name) {
+async function uploadFile(blob, name, kind = "upload") {
   const form = new FormData();
   form.append("file", blob, name);
-  const r = await fetch("api/uploads", { method: "POST", body: form });
+  const r = await fetch(`api/uploads?kind=${kind}`, { method: "POST", body: form });
   const data = await r.json();
   if (!r.ok) throw new Error(`${data.field}: ${data.error}`);
   return data;
@@ -248,7 +248,7 @@ async function inpaint() {
   const id = needCurrent();
   const img = $("inpaint-image");
   const blob = await maskBlob(img.naturalWidth, img.naturalHeight);
-  const uploaded = await uploadFile(blob, "mask.png");
+  const uploaded = await uploadFile(blob, "mask.png", "mask");
   const result = await runJob("api/inpaint", { image: id, mask: uploaded.id,
     prompt: $("inpaint-prompt").value, ...sharedFields() });
   showResults("inpaint-results", result.images);
