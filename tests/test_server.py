@@ -423,3 +423,10 @@ def test_memory_and_job_table_stay_bounded_over_many_requests(pipe, outputs: Pat
         rss_2 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert len(queue.list()) <= 50
     assert rss_2 - rss_1 < 40_000, (rss_1, rss_2)  # KiB: under 40 MB more after 200 more requests
+
+
+def test_serve_beyond_loopback_needs_a_token(capsys) -> None:
+    from latentkit.cli import main
+
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "--token" in capsys.readouterr().err
