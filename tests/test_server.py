@@ -430,3 +430,20 @@ def test_serve_beyond_loopback_needs_a_token(capsys) -> None:
 
     assert main(["serve", "--host", "0.0.0.0"]) == 2
     assert "--token" in capsys.readouterr().err
+
+
+def test_two_workers_run_jobs_side_by_side(pipe, outputs: Path) -> None:
+    from latentkit.server.app import LockedEncoder
+
+    app = create_app(outputs=outputs, pipe=pipe, max_concurrent=2)
+    try:
+        with TestClient(app) as c:
+            queue = app.state.studio.queue
+            both = threading.Barrier(2, timeout=10)
+            jobs = [queue.submit("test", lambda job: {"waited": both.wait()}) for _ in range(2)]
+            assert sorted(j.future.result(20).result["waited"] for j in jobs) == [0, 1]
+            r = c.post("/api/generate?wait=true", json={"prompt": "x", "steps": 1})
+            assert r.json()["status"] == "done"
+    finally:
+        if isinstance(pipe.text_encoder, LockedEncoder):  # the session's shared pipeline
+            pipe.text_encoder = pipe.text_encoder.encoder

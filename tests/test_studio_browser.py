@@ -1,5 +1,6 @@
 """The studio page end to end in headless Chromium (Debian's, driven by Playwright for Python):
-generate, inpaint a painted mask, scrub an interpolation, move a direction slider, map and hover.
+generate, inpaint a painted mask, img2img, drag an outpaint edge, scrub an interpolation, move a
+direction slider, map and hover.
 
 A screenshot of each step goes to test-artifacts/ (git-ignored); any console error fails the test.
 """
@@ -124,6 +125,32 @@ def test_generate_inpaint_interpolate_direction_map(page) -> None:
     page.wait_for_function("document.querySelector('#inpaint-results img')?.naturalWidth > 0")
     shot(page, "3-inpaint")
 
+    # img2img with the strength slider
+    page.click("[data-tab=img2img]")
+    page.focus("#strength")
+    page.keyboard.press("ArrowLeft")
+    assert page.text_content("#strength-out") == "0.55"
+    page.click("#run-img2img")
+    wait_done(page)
+    page.wait_for_function("document.querySelector('#img2img-results img')?.naturalWidth > 0")
+
+    # outpaint: drag the right edge outwards; the width snaps to the latent cell
+    page.click("[data-tab=outpaint]")
+    edge = page.locator(".edge[data-side=right]").bounding_box()
+    x, y = edge["x"] + edge["width"] / 2, edge["y"] + edge["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 40, y, steps=5)
+    page.mouse.up()
+    right = int(page.input_value("#out-right"))
+    assert right > 0 and right % 4 == 0
+    shot(page, "4-outpaint-drag")
+    page.click("#run-outpaint")
+    wait_done(page)
+    page.wait_for_function("document.querySelector('#outpaint-results img')?.naturalWidth > 0")
+    width = page.eval_on_selector("#outpaint-results img", "i => i.naturalWidth")
+    assert width == 16 + right
+
     # interpolate two prompts and scrub through the frames with the keyboard
     page.click("[data-tab=interpolate]")
     page.fill("#frames", "4")
@@ -138,7 +165,7 @@ def test_generate_inpaint_interpolate_direction_map(page) -> None:
     assert first != last
     page.wait_for_function("document.getElementById('morph-frame').naturalWidth > 0")
     assert page.get_attribute("#gif-link", "href").endswith(".gif")
-    shot(page, "4-interpolate")
+    shot(page, "5-interpolate")
 
     # make a direction from two prompts and move its slider over the selected image
     page.click("[data-tab=directions]")
@@ -153,12 +180,13 @@ def test_generate_inpaint_interpolate_direction_map(page) -> None:
     assert page.text_content("#amount-out") == "1"
     assert page.get_attribute("#edited", "src") != before
     page.wait_for_function("document.getElementById('edited').naturalWidth > 0")
-    shot(page, "5-direction")
+    shot(page, "6-direction")
 
     # latent map of the gallery: hover shows a caption, two clicks interpolate
     page.click("[data-tab=map]")
     page.click("#run-map")
     wait_done(page)
+    page.wait_for_function("document.getElementById('atlas').naturalWidth > 0")
     points = page.locator(".point")
     assert points.count() >= 3
     # points can overlap; use ones that are on top where they sit, as a user would see them
@@ -167,11 +195,14 @@ def test_generate_inpaint_interpolate_direction_map(page) -> None:
         " p.getBoundingClientRect(); return document.elementFromPoint(r.x + r.width / 2,"
         " r.y + r.height / 2) === p ? i : -1; }).filter(i => i >= 0)"
     )
-    assert len(on_top) >= 2, on_top
+    assert len(on_top) >= 2, page.evaluate(
+        "[...document.querySelectorAll('.point')].map(p => [p.style.left, p.style.top,"
+        " JSON.stringify(p.getBoundingClientRect())])"
+    )
     points.nth(on_top[0]).hover()
     title = page.get_attribute(f".point >> nth={on_top[0]}", "title")
     assert page.text_content("#map-caption") == title != ""
-    shot(page, "6-map")
+    shot(page, "7-map")
     points.nth(on_top[0]).click()
     points.nth(on_top[1]).click()
     page.wait_for_function(

@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import json
 import re
+import threading
 import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -146,6 +147,21 @@ class Guard:
         await send({"type": "http.response.body", "body": body})
 
 
+class LockedEncoder:
+    """The text encoder behind a lock: its prompt cache is a plain dict, and with several
+    workers two jobs may encode at once."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.encoder, self.lock = encoder, threading.Lock()
+
+    def encode(self, prompts: list[str]) -> Any:
+        with self.lock:
+            return self.encoder.encode(prompts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.encoder, name)
+
+
 class Studio:
     """What the endpoints share: the pipeline (loaded once), the outputs folder and the queue."""
 
@@ -228,6 +244,8 @@ def create_app(
 ) -> FastAPI:
     """The app `latentkit serve` runs; tests pass a loaded `pipe` to share one tiny model."""
     pipe = pipe if pipe is not None else Pipeline.load(model, device=device)
+    if max_concurrent > 1 and not isinstance(pipe.text_encoder, LockedEncoder):
+        pipe.text_encoder = LockedEncoder(pipe.text_encoder)
     queue = JobQueue(max_concurrent, on_error=lambda e: error_body(to_api_error(e)))
     studio = Studio(pipe, Storage(outputs), queue, preview_every, max_upload_bytes)
 
