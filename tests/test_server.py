@@ -124,6 +124,13 @@ def test_upload_keeps_recipe_and_refuses_non_images_and_oversize(client: TestCli
     assert r.status_code == 400 and r.json()["field"] == "file"
     r = client.post("/api/uploads", files={"file": ("big.png", b"\0" * 400_000, "image/png")})
     assert r.status_code == 413 and r.json()["field"] == "file"
+    bomb = io.BytesIO()
+    Image.new("1", (9000, 9000)).save(bomb, format="PNG")  # 81 Mpx in a few kB
+    r = client.post("/api/uploads", files={"file": ("bomb.png", bomb.getvalue(), "image/png")})
+    assert r.status_code == 400 and r.json()["field"] == "file" and "9000x9000" in r.text
+    huge = upload(client, png_bytes((300, 300)))  # readable, but over 16x the 16 px model
+    r = client.post("/api/img2img", json={"image": huge})
+    assert r.status_code == 400 and r.json()["field"] == "image"
     plain = upload(client, png_bytes())
     r = client.get(f"/api/files/{plain}/recipe")
     assert r.status_code == 400 and r.json()["field"] == "file_id"
@@ -259,6 +266,7 @@ def test_bad_numbers_name_the_field(client: TestClient) -> None:
         ({"prompt": "x", "seed": 2**64}, "seed"),
         ({"prompt": "x", "n": 1000}, "n"),
         ({"prompt": "x", "width": 33}, "width"),
+        ({"prompt": "x", "height": 1024}, "height"),
         ({"prompt": "x", "sampler": "nope"}, "sampler"),
         ({"prompt": "x", "stregth": 1}, "stregth"),
         ({"prompt": 5}, "prompt"),

@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image
 
 from latentkit.bundle import atomic_write_bytes
+from latentkit.data.images import MAX_PIXELS
 from latentkit.errors import InvalidArgument
 from latentkit.outputs import save_png
 
@@ -111,8 +112,14 @@ class Storage:
         try:
             with Image.open(io.BytesIO(data)) as img:
                 image_kind = img.format
+                if img.width * img.height > MAX_PIXELS:  # before decoding: no decompression bomb
+                    raise InvalidArgument(
+                        f"{field} is {img.width}x{img.height}, over {MAX_PIXELS} pixels"
+                    )
                 img.load()
                 size = img.size
+        except InvalidArgument:
+            raise
         except Exception as e:  # PIL raises many types for hostile input
             raise InvalidArgument(f"{field} is not a readable image ({type(e).__name__})") from None
         if image_kind not in IMAGE_SUFFIXES:
