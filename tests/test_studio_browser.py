@@ -82,10 +82,6 @@ def wait_done(page) -> None:
     assert page.text_content("#status") == "done", page.text_content("#status")
 
 
-def loaded(page, selector: str) -> bool:
-    return page.eval_on_selector(selector, "img => img.complete && img.naturalWidth > 0")
-
-
 def test_generate_inpaint_interpolate_direction_map(page) -> None:
     # text to image with Ctrl+Enter, three images so the map has points
     page.fill("#prompt", "a red square")
@@ -103,7 +99,8 @@ def test_generate_inpaint_interpolate_direction_map(page) -> None:
     )
     assert page.locator("#gallery img").count() >= 3
     assert '"seed": 7' in page.text_content("#recipe")
-    assert loaded(page, "#preview")  # the live preview showed a latent during sampling
+    # the live preview shows the sampler's latent preview
+    page.wait_for_function("document.getElementById('preview').naturalWidth > 0")
     shot(page, "1-generate")
 
     # paint a mask and inpaint the selected image

@@ -35,7 +35,8 @@ async function runJob(path, body) {
     const update = (msg) => {
       const j = JSON.parse(msg.data);
       setProgress(j.step, j.total, j.status);
-      if (j.preview_step > 0 && j.status === "running") {
+      // A fast job may finish between two events: its last preview is still shown.
+      if (j.preview_step > 0 && (j.status === "running" || j.status === "done")) {
         $("preview").src = `api/jobs/${j.id}/preview?step=${j.preview_step}`;
       }
       return j;
