@@ -70,7 +70,11 @@ async def client(
 async def load(url: str, clients: int, seconds: float) -> tuple[dict[str, list[float]], list[str]]:
     lat: dict[str, list[float]] = {k: [] for k in ("generate", "file", "recipe", "model")}
     errors: list[str] = []
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # idle connections are dropped by the client before the server's keep-alive timeout, so a
+    # request never races the server closing its connection
+    limits = httpx.Limits(
+        max_connections=clients, max_keepalive_connections=clients, keepalive_expiry=4
+    )
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
         stop = time.monotonic() + seconds
         await asyncio.gather(*(client(http, k, stop, lat, errors) for k in range(clients)))
@@ -131,7 +135,9 @@ def main() -> None:
               "requests_per_s": total / wall, "generations_per_s": len(lat["generate"]) / wall,
               "errors": len(errors), "latency": rows, "server_rss_mib_before": rss_before,
               "server_rss_mib_after": rss_after, "server_threads": 1,
-              "model": "tests/conftest.py tiny_bundle (16 px, 2 steps)"}  # fmt: skip
+              "model": "tests/conftest.py tiny_bundle (16 px, 2 steps)",
+              "cpu_cores": os.cpu_count(),
+              "load_average_1min_after": os.getloadavg()[0]}  # fmt: skip
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     if errors:
         sys.exit(1)

@@ -685,7 +685,8 @@ def serve(
     )
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
     typer.echo(f"latentkit studio on http://{shown}:{port}/  (outputs in {outputs})")
-    uvicorn.run(web, host=host, port=port, log_level="warning")
+    # keep-alive outlasts a client's idle pool (httpx: 5 s), so reused connections are not cut
+    uvicorn.run(web, host=host, port=port, log_level="warning", timeout_keep_alive=30)
 
 
 def count(module: Any) -> int:
