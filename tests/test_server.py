@@ -270,6 +270,8 @@ def test_bad_numbers_name_the_field(client: TestClient) -> None:
         ({"prompt": "x", "sampler": "nope"}, "sampler"),
         ({"prompt": "x", "stregth": 1}, "stregth"),
         ({"prompt": 5}, "prompt"),
+        ({"prompt": "a\x00b"}, "prompt"),
+        ({"prompt": "x", "negative_prompt": "y" * 3000}, "negative_prompt"),
     ]:
         bad(client, "/api/generate", body, field)
     for raw, field in [
