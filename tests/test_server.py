@@ -289,6 +289,7 @@ def test_bad_numbers_name_the_field(client: TestClient) -> None:
     bad(client, "/api/img2img", {"image": image, "strength": -0.1}, "strength")
     bad(client, "/api/outpaint", {"image": image, "left": 3}, "left")
     bad(client, "/api/outpaint", {"image": image}, "left")
+    bad(client, "/api/outpaint", {"image": image, "right": 1000}, "width")
     bad(client, "/api/edit", {"image": image, "direction": "x", "amounts": []}, "amounts")
     bad(client, "/api/interpolate", {"keyframes": [{"prompt": "a"}], "frames": 3}, "keyframes")
     bad(client, "/api/interpolate", {"keyframes": [{"prompt": "a", "seed": 1}, {"seed": 2}]},

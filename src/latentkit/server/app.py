@@ -23,7 +23,7 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from latentkit.errors import LatentkitError
-from latentkit.pipeline import Generation, Pipeline
+from latentkit.pipeline import Generation, Pipeline, Recipe
 from latentkit.server import schemas as s
 from latentkit.server.guard import BodyTooLarge, Guard
 from latentkit.server.jobs import DONE, FAILED, Job, JobQueue, QueueFull
@@ -124,12 +124,14 @@ class Studio:
             raise ApiError(400, f"{field} {value} is over this server's limit of {self.max_side} "
                            "pixels (16x the model's size)", field)  # fmt: skip
 
-    def check_recipe(self, body: s.RecipeFields, **size: int | None) -> None:
-        """Validate the recipe the op will build (steps, cfg, seed + n, sampler, sizes)."""
+    def check_recipe(self, body: s.RecipeFields, **size: int | None) -> Recipe:
+        """The recipe the request makes (steps, cfg, seed + n, sampler, sizes), validated; ops
+        that size it from their input image build their own, and this one checks the rest."""
         for name, value in size.items():
             self.check_side(name, value)
         recipe = self.pipe.recipe(body.prompt, **body.recipe_args(), **size)
         self.pipe.latent_shape(recipe.height, recipe.width)
+        return recipe
 
     def image(self, file_id: str, field: str = "image") -> tuple[Path, tuple[int, int]]:
         path = self.storage.image_path(file_id, field)

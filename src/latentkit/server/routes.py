@@ -116,10 +116,7 @@ def add_routes(app: FastAPI, st: Studio) -> None:
         st.check_model(body)
         if body.noise is not None:
             return await from_noise(body, wait)
-        st.check_recipe(body, width=body.width, height=body.height)
-        recipe = pipe.recipe(
-            body.prompt, **body.recipe_args(), width=body.width, height=body.height
-        )
+        recipe = st.check_recipe(body, width=body.width, height=body.height)
 
         def run(job: Job) -> dict[str, Any]:
             return st.save_generation(pipe.run(recipe, job.progress_callback(st.preview_every)))
@@ -201,7 +198,9 @@ def add_routes(app: FastAPI, st: Studio) -> None:
         from latentkit.ops.source import check_cell_multiple
 
         st.check_model(body)
-        path, _ = st.image(body.image)
+        path, (width, height) = st.image(body.image)
+        st.check_side("width", width + body.left + body.right)  # the grown canvas
+        st.check_side("height", height + body.top + body.bottom)
         sides = {"left": body.left, "right": body.right, "top": body.top, "bottom": body.bottom}
         for name, value in sides.items():
             check_cell_multiple(name, value, pipe.latent_cell)
