@@ -4,6 +4,11 @@
 # so nothing pulls a CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The studio's browser tests drive Debian's Chromium (never a downloaded browser). CI runs as
+# root; elsewhere, without root, the browser tests skip and say why.
+command -v chromium >/dev/null \
+  || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) \
+  || echo "warning: could not install chromium; the browser tests will be skipped" >&2
 python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip

@@ -123,17 +123,11 @@ def generate(
 
 def from_noise(pipe: Any, noise: Path, prompt: str | None, options: dict[str, Any]) -> Any:
     """Regenerate from inverted noise; the file's recipe fills what the command line leaves out."""
-    from latentkit.ops import generate_from_noise
+    from latentkit.ops.invert import regenerate
     from latentkit.outputs import load_latents
 
     z, meta = load_latents(noise)
-    chosen = {k: v if v is not None else meta.get(k) for k, v in options.items()}
-    recipe = pipe.recipe(
-        prompt if prompt is not None else meta.get("prompt", ""),
-        height=z.shape[2] * pipe.factor, width=z.shape[3] * pipe.factor, seed=0, n=z.shape[0],
-        **chosen,
-    )  # fmt: skip
-    result = generate_from_noise(pipe, z, recipe)
+    result = regenerate(pipe, z, meta, prompt, **options)
     result.extra["noise"] = str(noise)
     return result
 
@@ -642,6 +636,57 @@ def info(
             f"final loss {prov.get('final_loss')}"
         )
     typer.echo("\n".join(lines))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 needs --token.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port.")] = 7860,
+    model: ModelOpt = None,
+    outputs: Annotated[Path, typer.Option(help="Folder for images and files it makes.")] = Path(
+        "latentkit-outputs"
+    ),
+    token: Annotated[
+        str | None, typer.Option(help="Bearer token every request must carry (or ?token=).")
+    ] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Upload cap in MB.")] = 10.0,
+    workers: Annotated[int, typer.Option(help="Jobs run at once (one per device is best).")] = 1,
+    device: DeviceOpt = None,
+) -> None:
+    """Serve the web studio and its REST API (OpenAPI schema at /openapi.json)."""
+    from latentkit.errors import check_finite, check_positive_int
+
+    check_positive_int("port", port)
+    check_positive_int("workers", workers)
+    check_finite("max_upload_mb", max_upload_mb, low=0.001)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        if not token:
+            raise InvalidArgument(
+                f"--host {host} exposes the server beyond this machine: give --token SECRET too"
+            )
+        warnings.warn(
+            f"serving on {host}: anyone who can reach port {port} and knows the token can use "
+            "this machine's compute and read its outputs",
+            stacklevel=1,
+        )
+    import uvicorn
+
+    from latentkit.server import create_app
+
+    web = create_app(
+        model=model,
+        outputs=outputs,
+        token=token,
+        device=device,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_concurrent=workers,
+    )
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host
+    typer.echo(f"latentkit studio on http://{shown}:{port}/  (outputs in {outputs})")
+    # keep-alive outlasts a client's idle pool (httpx: 5 s), so reused connections are not cut
+    uvicorn.run(web, host=host, port=port, log_level="warning", timeout_keep_alive=30)
 
 
 def count(module: Any) -> int:

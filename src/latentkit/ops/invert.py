@@ -8,6 +8,7 @@ error of that round trip is what `inversion_error` measures.
 from __future__ import annotations
 
 from itertools import pairwise
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -16,7 +17,7 @@ from latentkit.diffusion.samplers import Denoiser
 from latentkit.diffusion.schedules import flow_timesteps
 from latentkit.errors import InvalidArgument
 from latentkit.ops.source import ImageInput, prepare
-from latentkit.pipeline import Pipeline, Recipe
+from latentkit.pipeline import Generation, Pipeline, Recipe
 
 INVERTIBLE = ("euler", "heun")
 
@@ -64,7 +65,7 @@ def invert(
     return invert_latents(pipe, pipe.encode(pixels), recipe), recipe
 
 
-def generate_from_noise(pipe: Pipeline, noise: Tensor, recipe: Recipe):
+def generate_from_noise(pipe: Pipeline, noise: Tensor, recipe: Recipe) -> Generation:
     """Regenerate from given noise (an inversion), deterministically."""
     if recipe.sampler not in INVERTIBLE and recipe.sampler != "dpmpp_2m":
         raise InvalidArgument(
@@ -82,3 +83,17 @@ def generate_from_noise(pipe: Pipeline, noise: Tensor, recipe: Recipe):
         )
     latents = pipe.sample(recipe, noise.to(pipe.device, pipe.dtype), None)
     return pipe.finish(recipe, latents, op="from_noise")
+
+
+def regenerate(
+    pipe: Pipeline, noise: Tensor, meta: dict[str, Any], prompt: str | None = None, **options: Any
+) -> Generation:
+    """Regenerate from inverted noise; the noise file's recipe (`meta`) fills what the caller
+    leaves out (None), so an inversion replays as it was made unless told otherwise."""
+    chosen = {k: v if v is not None else meta.get(k) for k, v in options.items()}
+    recipe = pipe.recipe(
+        prompt if prompt is not None else meta.get("prompt", ""),
+        height=noise.shape[2] * pipe.factor, width=noise.shape[3] * pipe.factor, seed=0,
+        n=noise.shape[0], **chosen,
+    )  # fmt: skip
+    return generate_from_noise(pipe, noise, recipe)

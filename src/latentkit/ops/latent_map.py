@@ -49,14 +49,20 @@ def render_atlas(
     """Thumbnails pasted at their 2D positions on a white canvas (later ones on top)."""
     check_positive_int("size", size, minimum=64)
     check_positive_int("thumb", thumb, minimum=4)
+    canvas = Image.new("RGB", (size, size), "white")
+    for img, (x, y) in zip(images, atlas_positions(coords, size, thumb), strict=True):
+        tile = Image.fromarray(img).resize((thumb, thumb), Image.Resampling.LANCZOS)
+        canvas.paste(tile, (int(x), int(y)))
+    return canvas
+
+
+def atlas_positions(coords: np.ndarray, size: int, thumb: int) -> np.ndarray:
+    """Top-left pixel of each thumbnail on the atlas (y grows downwards, so up on the map is up);
+    shared with interfaces that place hover targets over the atlas."""
     lo, hi = coords.min(0), coords.max(0)
     span = np.where(hi - lo > 0, hi - lo, 1.0)
     pos = (coords - lo) / span * (size - thumb)
-    canvas = Image.new("RGB", (size, size), "white")
-    for img, (x, y) in zip(images, pos, strict=True):
-        tile = Image.fromarray(img).resize((thumb, thumb), Image.Resampling.LANCZOS)
-        canvas.paste(tile, (int(x), int(size - thumb - y)))
-    return canvas
+    return np.stack([pos[:, 0], size - thumb - pos[:, 1]], axis=1)
 
 
 def latent_map(
