@@ -1,0 +1,197 @@
+"""Teaching a trained model something new: LoRA, textual inversion, or a full fine-tune.
+
+All three start from an existing model's weights, read the user's folder through bucketed latent
+shards (any image sizes, captions optional, bounded memory) and train with the shared loop; they
+differ only in which parameters are trainable and what is written at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from latentkit.bundle import Bundle, load_bundle, read_manifest, save_bundle
+from latentkit.data.buckets import ShardedLatents
+from latentkit.diffusion.flow import flow_matching_loss, interpolate, sample_training_t
+from latentkit.errors import InvalidArgument
+from latentkit.models.denoiser import Denoiser
+from latentkit.models.lora import LoraSpec, add_lora, save_lora
+from latentkit.models.text import PromptEmbeds, load_text_encoder
+from latentkit.models.tokens import TokenRows, check_new_tokens, init_rows, save_tokens
+from latentkit.train.commands import pick_device, provenance
+from latentkit.train.latents import latent_cache
+from latentkit.train.loop import TrainConfig, train
+
+
+class FinetuneTask:
+    """Flow matching on latents drawn from a source; `embed` turns captions into text states.
+
+    `model` is whatever trains (the denoiser, or only the new token rows); the denoiser itself
+    may be frozen. Every random draw is made for the whole batch before `part` selects this
+    process's rows, so N processes see exactly the batch one process would.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        denoiser: Denoiser,
+        source: Any,
+        embed: Callable[[list[str]], PromptEmbeds],
+        device: torch.device,
+        caption_dropout: float = 0.0,
+    ) -> None:
+        self.model = model
+        self.denoiser = denoiser.to(device)
+        self.source = source
+        self.embed = embed
+        self.device = device
+        self.caption_dropout = caption_dropout
+
+    def loss(
+        self, batch_size: int, generator: torch.Generator, part: slice = slice(None)
+    ) -> Tensor:
+        x0, captions = self.source.draw(batch_size, generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        t = sample_training_t(batch_size, generator)
+        drop = (torch.rand(batch_size, generator=generator) < self.caption_dropout).tolist()
+        captions = ["" if d else c for c, d in zip(captions, drop, strict=True)]
+        x0, noise, t = (v[part].to(self.device) for v in (x0, noise, t))
+        cond = self.embed(captions[part])
+        v = self.denoiser(interpolate(x0, noise, t), t, cond.tokens.to(self.device),
+                          cond.mask.to(self.device))  # fmt: skip
+        return flow_matching_loss(v.float(), x0, noise)
+
+
+def base_model(model: str | Path | None) -> tuple[Path, Bundle]:
+    from latentkit.pipeline import default_model_path
+
+    path = Path(model) if model is not None else default_model_path()
+    bundle = load_bundle(path)
+    if bundle.denoiser is None:
+        raise InvalidArgument(f"{path} has no denoiser to fine-tune (a codec-only model)")
+    return path, bundle
+
+
+def open_source(
+    data: str, path: Path, bundle: Bundle, cache_dir: Path, device: torch.device
+) -> ShardedLatents:
+    """The folder as latent shards, encoded with this model's codec (cached between runs)."""
+    if data == "openmoji":
+        raise InvalidArgument(
+            "fine-tuning reads an image folder; 'openmoji' is what the shipped model already knows"
+        )
+    key = read_manifest(path)["codec"]["sha256"]
+    codec = bundle.codec.to(device)
+    source = latent_cache(data, codec, key, cache_dir, device)
+    bundle.codec.cpu()
+    return source
+
+
+def train_lora(
+    data: str,
+    out: Path,
+    spec: LoraSpec,
+    cfg: TrainConfig,
+    *,
+    model: str | Path | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    caption_dropout: float = 0.1,
+) -> Path:
+    """Train a LoRA on the model's denoiser; only the adapter's parameters change."""
+    spec.validate()
+    cfg.validate()
+    dev = pick_device(device)
+    path, bundle = base_model(model)
+    run_dir = run_folder(out)
+    source = open_source(data, path, bundle, run_dir / "latents", dev)
+    encoder = load_text_encoder(bundle.text)
+    denoiser = bundle.denoiser
+    add_lora(denoiser, spec)
+    task = FinetuneTask(denoiser, denoiser, source, encoder.encode, dev, caption_dropout)
+    result = train(task, cfg, run_dir, resume=resume, device=dev, desc="lora")
+    info = provenance("lora", data, len(source), cfg, result, dev)
+    return save_lora(result.ema, out, spec, bundle.model_id, extra={"training": info})
+
+
+def train_token(
+    data: str,
+    tokens: list[str],
+    init_words: list[str],
+    out: Path,
+    cfg: TrainConfig,
+    *,
+    model: str | Path | None = None,
+    resume: bool = False,
+    device: str | None = None,
+) -> Path:
+    """Textual inversion: learn embeddings for new tokens; the networks stay frozen.
+
+    An image's training prompt is its caption when the caption contains a new token, else the
+    tokens alone, so a folder without captions teaches the bare token.
+    """
+    cfg.validate()
+    if len(init_words) != len(tokens):
+        raise InvalidArgument(
+            f"give one --init-word per --token: {len(tokens)} tokens, {len(init_words)} words"
+        )
+    dev = pick_device(device)
+    path, bundle = base_model(model)
+    encoder = load_text_encoder(bundle.text)
+    check_new_tokens(encoder, tokens)
+    rows = TokenRows(init_rows(encoder, init_words))
+    learner = encoder.with_tokens(tokens, rows.rows)
+    run_dir = run_folder(out)
+    source = open_source(data, path, bundle, run_dir / "latents", dev)
+    denoiser = bundle.denoiser.to(dev).eval().requires_grad_(False)
+    bare = " ".join(tokens)
+
+    def embed(captions: list[str]) -> PromptEmbeds:
+        prompts = [c if any(t in c for t in tokens) else bare for c in captions]
+        return learner.encode_trainable(prompts, rows.rows)
+
+    task = FinetuneTask(rows, denoiser, source, embed, dev)
+    result = train(task, cfg, run_dir, resume=resume, device=dev, desc="token")
+    info = provenance("token", data, len(source), cfg, result, dev)
+    info["init_words"] = list(init_words)
+    info["base_model"] = bundle.model_id
+    return save_tokens(out, tokens, result.ema.rows, encoder, extra={"training": info})
+
+
+def finetune_denoiser(
+    data: str,
+    out: Path,
+    cfg: TrainConfig,
+    *,
+    model: str | Path | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    caption_dropout: float = 0.1,
+) -> Path:
+    """Continue training every denoiser weight on a folder; writes a new model bundle."""
+    cfg.validate()
+    dev = pick_device(device)
+    path, bundle = base_model(model)
+    source = open_source(data, path, bundle, out / "latents", dev)
+    encoder = load_text_encoder(bundle.text)
+    denoiser = bundle.denoiser.train().requires_grad_(True)
+    task = FinetuneTask(denoiser, denoiser, source, encoder.encode, dev, caption_dropout)
+    result = train(task, cfg, out, resume=resume, device=dev, desc="finetune")
+    final = Denoiser(denoiser.config)
+    final.load_state_dict(result.ema.state_dict())
+    training = {**bundle.training, "finetune": provenance("finetune", data, len(source), cfg,
+                                                          result, dev)}  # fmt: skip
+    training["finetune"]["base_model"] = bundle.model_id
+    return save_bundle(replace(bundle, denoiser=final.eval(), name=out.name, training=training), out)
+
+
+def run_folder(out: Path) -> Path:
+    """Checkpoints and the latent cache of `x.safetensors` live in `x.run/` beside it."""
+    if out.suffix != ".safetensors":
+        raise InvalidArgument(f"--out must be a .safetensors file, got {out}")
+    return out.with_suffix(".run")
