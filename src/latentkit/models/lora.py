@@ -10,6 +10,7 @@ The update is W + weight * (alpha / rank) * B @ A; weight 0 leaves the base netw
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,7 +201,9 @@ def load_lora(denoiser: Denoiser, lora: LoraFile, name: str) -> None:
 
     check_fits(lora, denoiser)
     config = _lora_config(lora.rank, lora.alpha, lora.modules)
-    inject_adapter_in_model(config, denoiser.net, adapter_name=name)
+    with warnings.catch_warnings():  # "multiple adapters in the model": that is the point here
+        warnings.filterwarnings("ignore", message=".*multiple adapters.*")
+        inject_adapter_in_model(config, denoiser.net, adapter_name=name)
     state = {k.removeprefix(PREFIX): v for k, v in lora.tensors.items()}
     result = set_peft_model_state_dict(denoiser.net, state, adapter_name=name)
     unexpected = [k for k in getattr(result, "unexpected_keys", []) if f".{name}." in k]

@@ -115,7 +115,9 @@ class MiniLMEncoder:
         if rows is None:
             return self.model(**batch).last_hidden_state.float()
         table = self.model.get_input_embeddings().weight
-        embeds = torch.nn.functional.embedding(batch["input_ids"], torch.cat([table, rows.to(table)]))
+        embeds = torch.nn.functional.embedding(
+            batch["input_ids"], torch.cat([table, rows.to(table)])
+        )
         rest = {k: v for k, v in batch.items() if k != "input_ids"}
         return self.model(inputs_embeds=embeds, **rest).last_hidden_state.float()
 

@@ -29,6 +29,7 @@ from latentkit.config import (
 from latentkit.models.codec import Codec
 from latentkit.models.denoiser import Denoiser
 from latentkit.models.text import load_text_encoder
+from latentkit.train.distributed import processes
 from latentkit.train.loop import TrainConfig, TrainResult, config_dict, train
 from latentkit.train.tasks import (
     DenoiserTask,
@@ -43,9 +44,10 @@ T = TypeVar("T")
 
 
 def pick_device(name: str | None = None) -> torch.device:
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The requested device, or under `accelerate launch` the one accelerate gives this process."""
+    from latentkit.train.distributed import process_device
+
+    return process_device(name)
 
 
 def seeded(seed: int, factory: Callable[..., T], *args: Any) -> T:
@@ -96,6 +98,8 @@ def train_vae(
     images = training_images(data, size)
     codec = seeded(cfg.seed, Codec, config)
     result = train(VAETask(codec, images, dev), cfg, out, resume=resume, device=dev, desc="vae")
+    if not processes().is_main:
+        return out
     codec.vae.load_state_dict(result.ema.state_dict())
     codec = codec.to(dev).eval()
     fit_codec_statistics(codec, images, dev)
@@ -162,7 +166,7 @@ def train_denoiser(
         desc="denoiser",
         on_checkpoint=lambda ema, step: write_bundle(ema),
     )
-    return write_bundle(result.ema, result)
+    return write_bundle(result.ema, result) if processes().is_main else out
 
 
 def cached_latents(

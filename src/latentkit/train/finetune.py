@@ -153,7 +153,10 @@ def train_token(
 
     def embed(captions: list[str]) -> PromptEmbeds:
         prompts = [c if any(t in c for t in tokens) else bare for c in captions]
-        return learner.encode_trainable(prompts, rows.rows)
+        unique = sorted(set(prompts))  # MiniLM runs once per distinct prompt, not per image
+        states = learner.encode_trainable(unique, rows.rows)
+        pick = torch.tensor([unique.index(p) for p in prompts])
+        return PromptEmbeds(states.tokens[pick], states.mask[pick], states.pooled[pick])
 
     task = FinetuneTask(rows, denoiser, source, embed, dev)
     result = train(task, cfg, run_dir, resume=resume, device=dev, desc="token")
@@ -187,7 +190,9 @@ def finetune_denoiser(
     training = {**bundle.training, "finetune": provenance("finetune", data, len(source), cfg,
                                                           result, dev)}  # fmt: skip
     training["finetune"]["base_model"] = bundle.model_id
-    return save_bundle(replace(bundle, denoiser=final.eval(), name=out.name, training=training), out)
+    return save_bundle(
+        replace(bundle, denoiser=final.eval(), name=out.name, training=training), out
+    )
 
 
 def run_folder(out: Path) -> Path:

@@ -94,11 +94,12 @@ def build_shards(
 
     def write(bucket: tuple[int, int], p: _Pending) -> None:
         name = f"shard-{len(shards):05d}-{bucket[0]}x{bucket[1]}.safetensors"
-        latents = torch.stack(p.latents)
-        meta = {"captions": json.dumps(p.latent_captions), "bucket": f"{bucket[0]}x{bucket[1]}"}
+        latents = torch.stack(p.latents[:shard_size])
+        captions = p.latent_captions[:shard_size]
+        meta = {"captions": json.dumps(captions), "bucket": f"{bucket[0]}x{bucket[1]}"}
         atomic_save_tensors({"latents": latents}, cache_dir / name, metadata=meta)
         shards.append({"file": name, "count": len(latents), "shape": list(latents.shape[1:])})
-        p.latents, p.latent_captions = [], []
+        p.latents, p.latent_captions = p.latents[shard_size:], p.latent_captions[shard_size:]
 
     count = 0
     for _name, img, caption in iter_image_folder(folder, min_size=1):
@@ -107,14 +108,14 @@ def build_shards(
         p.pixels.append(np.asarray(resize_center_crop(img, bucket), dtype=np.uint8))
         p.captions.append(caption)
         count += 1
-        if len(p.pixels) == ENCODE_BATCH:
+        if len(p.pixels) == min(ENCODE_BATCH, shard_size):
             encode(bucket, p)
-        if len(p.latents) >= shard_size:
+        while len(p.latents) >= shard_size:
             write(bucket, p)
     for bucket, p in pending.items():
         if p.pixels:
             encode(bucket, p)
-        if p.latents:
+        while p.latents:
             write(bucket, p)
     index = {"key": key, "images": count, "buckets": [list(s) for s in shapes], "shards": shards}
     atomic_write_bytes(cache_dir / INDEX, json.dumps(index, indent=1).encode())

@@ -39,17 +39,23 @@ class VAETask:
         if len(images) == 0:
             raise InvalidArgument("no training images")
         self.model: nn.Module = codec.vae
+        self.config = codec.config
         self.images = torch.from_numpy(np.ascontiguousarray(images.images))
         self.device = device
         self.kl_weight = kl_weight
 
-    def loss(self, batch_size: int, generator: torch.Generator) -> Tensor:
+    def loss(
+        self, batch_size: int, generator: torch.Generator, part: slice = slice(None)
+    ) -> Tensor:
         idx = torch.randint(len(self.images), (batch_size,), generator=generator)
-        x = uint8_to_unit(self.images[idx]).to(self.device)
+        side = (
+            self.images.shape[1] // self.config.factor,
+            self.images.shape[2] // self.config.factor,
+        )
+        eps = torch.randn((batch_size, self.config.latent_channels, *side), generator=generator)
+        x = uint8_to_unit(self.images[idx[part]]).to(self.device)
         posterior = self.model.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(
-            posterior.mean.shape, generator=generator
-        ).to(posterior.mean)
+        z = posterior.mean + posterior.std * eps[part].to(posterior.mean)
         rec = self.model.decode(z).sample.float()
         kl = posterior.kl().mean() / x[0].numel()
         return F.mse_loss(rec, x) + 0.1 * F.l1_loss(rec, x) + self.kl_weight * kl
@@ -120,12 +126,15 @@ class DenoiserTask:
         self.device = device
         self.caption_dropout = caption_dropout
 
-    def loss(self, batch_size: int, generator: torch.Generator) -> Tensor:
+    def loss(
+        self, batch_size: int, generator: torch.Generator, part: slice = slice(None)
+    ) -> Tensor:
         idx = torch.randint(len(self.latents), (batch_size,), generator=generator)
         noise = torch.randn((batch_size, *self.latents.shape[1:]), generator=generator)
         t = sample_training_t(batch_size, generator)
         drop = torch.rand(batch_size, generator=generator) < self.caption_dropout
         rows = torch.where(drop, torch.full_like(self.rows[idx], self.empty_row), self.rows[idx])
+        idx, noise, t, rows = idx[part], noise[part], t[part], rows[part]
         x0 = self.latents[idx.to(self.device)]
         noise, t, rows = noise.to(self.device), t.to(self.device), rows.to(self.device)
         v = self.model(interpolate(x0, noise, t), t, self.tokens[rows], self.mask[rows])
