@@ -254,8 +254,9 @@ def test_token_errors(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     from latentkit.models.tokens import save_tokens
 
     folder = mixed_folder(tmp_path, n=3, corrupt=0)
-    code = main(["train", "token", "--data", str(folder), "--token", "cat", "--init-word", "cat",
-                 "--model", str(tiny_model_dir), "--out", str(tmp_path / "t.safetensors")])  # fmt: skip
+    code = main(["train", "token", "--data", str(folder), "--token", "cat", "--init-word",
+                 "cat", "--model", str(tiny_model_dir), "--out",
+                 str(tmp_path / "t.safetensors")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "'cat' is already in the text encoder's vocabulary" in err
     # A token file whose fingerprint belongs to another encoder.

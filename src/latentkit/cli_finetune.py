@@ -63,7 +63,8 @@ def train_lora_cmd(
     check_finite("caption_dropout", caption_dropout, low=0.0, high=1.0)
     spec = LoraSpec(rank, alpha, tuple(t.strip() for t in targets.split(",") if t.strip()))
     cfg = config(steps=steps, minutes=minutes, batch_size=batch, lr=lr, seed=seed,
-                 checkpoint_every=checkpoint_every, grad_accum=grad_accum, ema_decay=0.99)  # fmt: skip
+                 checkpoint_every=checkpoint_every, grad_accum=grad_accum,
+                 ema_decay=0.99)  # fmt: skip
     path = train_lora(data, out, spec.validate(), cfg, model=model, resume=resume, device=device,
                       caption_dropout=caption_dropout)  # fmt: skip
     typer.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
@@ -120,7 +121,8 @@ def train_finetune_cmd(
 
     check_finite("caption_dropout", caption_dropout, low=0.0, high=1.0)
     cfg = config(steps=steps, minutes=minutes, batch_size=batch, lr=lr, seed=seed,
-                 checkpoint_every=checkpoint_every, grad_accum=grad_accum, ema_decay=0.995)  # fmt: skip
+                 checkpoint_every=checkpoint_every, grad_accum=grad_accum,
+                 ema_decay=0.995)  # fmt: skip
     path = finetune_denoiser(data, out, cfg, model=model, resume=resume, device=device,
                              caption_dropout=caption_dropout)  # fmt: skip
     typer.echo(f"wrote {path}")

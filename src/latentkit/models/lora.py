@@ -185,8 +185,8 @@ def check_fits(lora: LoraFile, denoiser: Denoiser) -> None:
         if value.ndim != 2 or tuple(value.shape) != want:
             raise InvalidArgument(
                 f"LoRA {lora.path.name} was made for another model: layer {module_name!r} is "
-                f"{base.in_features}->{base.out_features} here but the file's {key.rsplit('.', 2)[-2]}"
-                f" is {list(value.shape)}{_made_for(lora)}"
+                f"{base.in_features}->{base.out_features} here but the file's "
+                f"{key.rsplit('.', 2)[-2]} is {list(value.shape)}{_made_for(lora)}"
             )
 
 
@@ -232,7 +232,7 @@ def set_lora_weights(denoiser: Denoiser, weights: dict[str, float]) -> None:
 
 
 def merge_loras(denoiser: Denoiser) -> None:
-    """Fold the active adapters into the base weights (faster sampling); `unmerge_loras` undoes it."""
+    """Fold the active adapters into the base weights (faster sampling); unmerge undoes it."""
     for _, module in lora_layers(denoiser):
         if not module.merged:
             module.merge(adapter_names=list(module.active_adapters))

@@ -116,13 +116,11 @@ def read_tokens(path: str | Path) -> LearnedTokens:
 def add_learned_tokens(encoder: Any, learned: LearnedTokens, where: str = "token file") -> Any:
     """The encoder plus the file's tokens; refuses files made for another text encoder."""
     fp = encoder_fingerprint(encoder)
-    if (
-        learned.info.get("encoder_fingerprint") != fp
-        or learned.vectors.shape[1] != encoder.config.dim
-    ):
+    theirs = learned.info.get("encoder_fingerprint")
+    if theirs != fp or learned.vectors.shape[1] != encoder.config.dim:
         raise InvalidArgument(
             f"{where} was made for another text encoder ({learned.info.get('text_encoder')}, "
-            f"{learned.vectors.shape[1]}-d, fingerprint {learned.info.get('encoder_fingerprint')}); "
+            f"{learned.vectors.shape[1]}-d, fingerprint {theirs}); "
             f"this model uses {encoder.config.name} ({encoder.config.dim}-d, fingerprint {fp})"
         )
     return encoder.with_tokens(list(learned.tokens), learned.vectors)
