@@ -24,6 +24,7 @@ from latentkit.models.lora import LoraSpec, add_lora, save_lora
 from latentkit.models.text import PromptEmbeds, load_text_encoder
 from latentkit.models.tokens import TokenRows, check_new_tokens, init_rows, save_tokens
 from latentkit.train.commands import pick_device, provenance
+from latentkit.train.distributed import processes
 from latentkit.train.latents import latent_cache
 from latentkit.train.loop import TrainConfig, train
 
@@ -87,6 +88,10 @@ def open_source(
         )
     key = read_manifest(path)["codec"]["sha256"]
     codec = bundle.codec.to(device)
+    procs = processes(cpu=device.type == "cpu")
+    if procs.is_main:  # one process encodes; the others then find the finished cache
+        latent_cache(data, codec, key, cache_dir, device)
+    procs.barrier()
     source = latent_cache(data, codec, key, cache_dir, device)
     bundle.codec.cpu()
     return source
@@ -116,6 +121,8 @@ def train_lora(
     task = FinetuneTask(denoiser, denoiser, source, encoder.encode, dev, caption_dropout)
     result = train(task, cfg, run_dir, resume=resume, device=dev, desc="lora")
     info = provenance("lora", data, len(source), cfg, result, dev)
+    if not processes().is_main:
+        return out
     return save_lora(result.ema, out, spec, bundle.model_id, extra={"training": info})
 
 
@@ -163,6 +170,8 @@ def train_token(
     info = provenance("token", data, len(source), cfg, result, dev)
     info["init_words"] = list(init_words)
     info["base_model"] = bundle.model_id
+    if not processes().is_main:
+        return out
     return save_tokens(out, tokens, result.ema.rows, encoder, extra={"training": info})
 
 
@@ -185,6 +194,8 @@ def finetune_denoiser(
     denoiser = bundle.denoiser.train().requires_grad_(True)
     task = FinetuneTask(denoiser, denoiser, source, encoder.encode, dev, caption_dropout)
     result = train(task, cfg, out, resume=resume, device=dev, desc="finetune")
+    if not processes().is_main:
+        return out
     final = Denoiser(denoiser.config)
     final.load_state_dict(result.ema.state_dict())
     training = {**bundle.training, "finetune": provenance("finetune", data, len(source), cfg,
