@@ -164,14 +164,9 @@ class Pipeline:
             return save_bundle(self.bundle, path, dtype)
         from latentkit.models.lora import plain_denoiser
 
-        denoiser = plain_denoiser(self.denoiser).float().cpu()
         training = {**self.bundle.training, "merged_loras": dict(self.loras)}
-        merged = replace(self.bundle, codec=self.bundle.codec.float().cpu(), denoiser=denoiser,
-                         training=training)  # fmt: skip
-        try:
-            return save_bundle(merged, path, dtype)
-        finally:
-            self.bundle.codec.to(self.device, self.dtype)
+        merged = replace(self.bundle, denoiser=plain_denoiser(self.denoiser), training=training)
+        return save_bundle(merged, path, dtype)
 
     @property
     def model_id(self) -> str:

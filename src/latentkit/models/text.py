@@ -90,13 +90,7 @@ class MiniLMEncoder:
 
         from tokenizers import AddedToken
 
-        vocab = self.tokenizer.get_vocab()
-        taken = [t for t in tokens if t in vocab or t.lower() in vocab]
-        if taken:
-            raise InvalidArgument(
-                f"token {taken[0]!r} is already in the text encoder's vocabulary; "
-                "pick a new one such as '<my-thing>'"
-            )
+        refuse_known_tokens(self.tokenizer, tokens)
         out = copy.copy(self)
         out.tokenizer = copy.deepcopy(self.tokenizer)
         out.tokenizer.add_tokens([AddedToken(t, normalized=False) for t in tokens])
@@ -170,6 +164,17 @@ class MiniLMEncoder:
             self._cache[p] = (states[i].clone(), mask[i].clone(), pooled[i].clone())
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
+
+
+def refuse_known_tokens(tokenizer, tokens: list[str]) -> None:
+    """A learned token must be new: reusing a word would silently change every prompt with it."""
+    vocab = tokenizer.get_vocab()
+    for token in tokens:
+        if token in vocab or token.lower() in vocab:
+            raise InvalidArgument(
+                f"token {token!r} is already in the text encoder's vocabulary; "
+                "pick a new one such as '<my-thing>'"
+            )
 
 
 def check_prompt(prompt: str) -> str:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from latentkit.bundle import atomic_save_tensors
 from latentkit.errors import InvalidArgument, ModelFileError
+from latentkit.models.text import refuse_known_tokens
 
 KIND = "latentkit-tokens"
 TOKEN_PATTERN = re.compile(r"^\S+$")
@@ -46,13 +47,7 @@ def check_new_tokens(encoder: Any, tokens: list[str]) -> None:
             raise InvalidArgument(f"token must be one word without spaces, got {token!r}")
     if len(set(tokens)) != len(tokens):
         raise InvalidArgument(f"tokens must differ from each other, got {tokens}")
-    vocab = encoder.tokenizer.get_vocab()
-    for token in tokens:
-        if token in vocab or token.lower() in vocab:
-            raise InvalidArgument(
-                f"token {token!r} is already in the text encoder's vocabulary; "
-                "pick a new one such as '<my-thing>'"
-            )
+    refuse_known_tokens(encoder.tokenizer, tokens)
 
 
 def init_rows(encoder: Any, init_words: list[str]) -> Tensor:

@@ -26,6 +26,7 @@ from latentkit.config import (
     preset,
     to_dict,
 )
+from latentkit.data.buckets import MemoryLatents
 from latentkit.models.codec import Codec
 from latentkit.models.denoiser import Denoiser
 from latentkit.models.text import load_text_encoder
@@ -34,7 +35,6 @@ from latentkit.train.loop import TrainConfig, TrainResult, config_dict, train
 from latentkit.train.tasks import (
     DenoiserTask,
     VAETask,
-    embed_captions,
     encode_dataset,
     fit_codec_statistics,
     training_images,
@@ -137,9 +137,9 @@ def train_denoiser(
         codec, images, out / "latents.safetensors", read_manifest(codec_dir), dev
     )
     encoder = load_text_encoder(base.text)
-    embeds, rows, empty = embed_captions(encoder, images.captions)
     denoiser = seeded(cfg.seed, Denoiser, config)
-    task = DenoiserTask(denoiser, latents, embeds, rows, empty, dev, caption_dropout)
+    source = MemoryLatents(latents, images.captions)
+    task = DenoiserTask(denoiser, denoiser, source, encoder.encode, dev, caption_dropout)
     training = dict(base.training)
 
     def write_bundle(model: torch.nn.Module, result: Any = None) -> Path:

@@ -7,17 +7,13 @@ differ only in which parameters are trainable and what is written at the end.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import Tensor, nn
 
 from latentkit.bundle import Bundle, load_bundle, read_manifest, save_bundle
 from latentkit.data.buckets import ShardedLatents
-from latentkit.diffusion.flow import flow_matching_loss, interpolate, sample_training_t
 from latentkit.errors import InvalidArgument
 from latentkit.models.denoiser import Denoiser
 from latentkit.models.lora import LoraSpec, add_lora, save_lora
@@ -27,45 +23,7 @@ from latentkit.train.commands import pick_device, provenance
 from latentkit.train.distributed import processes
 from latentkit.train.latents import latent_cache
 from latentkit.train.loop import TrainConfig, train
-
-
-class FinetuneTask:
-    """Flow matching on latents drawn from a source; `embed` turns captions into text states.
-
-    `model` is whatever trains (the denoiser, or only the new token rows); the denoiser itself
-    may be frozen. Every random draw is made for the whole batch before `part` selects this
-    process's rows, so N processes see exactly the batch one process would.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        denoiser: Denoiser,
-        source: Any,
-        embed: Callable[[list[str]], PromptEmbeds],
-        device: torch.device,
-        caption_dropout: float = 0.0,
-    ) -> None:
-        self.model = model
-        self.denoiser = denoiser.to(device)
-        self.source = source
-        self.embed = embed
-        self.device = device
-        self.caption_dropout = caption_dropout
-
-    def loss(
-        self, batch_size: int, generator: torch.Generator, part: slice = slice(None)
-    ) -> Tensor:
-        x0, captions = self.source.draw(batch_size, generator)
-        noise = torch.randn(x0.shape, generator=generator)
-        t = sample_training_t(batch_size, generator)
-        drop = (torch.rand(batch_size, generator=generator) < self.caption_dropout).tolist()
-        captions = ["" if d else c for c, d in zip(captions, drop, strict=True)]
-        x0, noise, t = (v[part].to(self.device) for v in (x0, noise, t))
-        cond = self.embed(captions[part])
-        v = self.denoiser(interpolate(x0, noise, t), t, cond.tokens.to(self.device),
-                          cond.mask.to(self.device))  # fmt: skip
-        return flow_matching_loss(v.float(), x0, noise)
+from latentkit.train.tasks import DenoiserTask
 
 
 def base_model(model: str | Path | None) -> tuple[Path, Bundle]:
@@ -118,7 +76,7 @@ def train_lora(
     encoder = load_text_encoder(bundle.text)
     denoiser = bundle.denoiser
     add_lora(denoiser, spec)
-    task = FinetuneTask(denoiser, denoiser, source, encoder.encode, dev, caption_dropout)
+    task = DenoiserTask(denoiser, denoiser, source, encoder.encode, dev, caption_dropout)
     result = train(task, cfg, run_dir, resume=resume, device=dev, desc="lora")
     info = provenance("lora", data, len(source), cfg, result, dev)
     if not processes().is_main:
@@ -165,7 +123,7 @@ def train_token(
         pick = torch.tensor([unique.index(p) for p in prompts])
         return PromptEmbeds(states.tokens[pick], states.mask[pick], states.pooled[pick])
 
-    task = FinetuneTask(rows, denoiser, source, embed, dev)
+    task = DenoiserTask(rows, denoiser, source, embed, dev)
     result = train(task, cfg, run_dir, resume=resume, device=dev, desc="token")
     info = provenance("token", data, len(source), cfg, result, dev)
     info["init_words"] = list(init_words)
@@ -192,7 +150,7 @@ def finetune_denoiser(
     source = open_source(data, path, bundle, out / "latents", dev)
     encoder = load_text_encoder(bundle.text)
     denoiser = bundle.denoiser.train().requires_grad_(True)
-    task = FinetuneTask(denoiser, denoiser, source, encoder.encode, dev, caption_dropout)
+    task = DenoiserTask(denoiser, denoiser, source, encoder.encode, dev, caption_dropout)
     result = train(task, cfg, out, resume=resume, device=dev, desc="finetune")
     if not processes().is_main:
         return out
