@@ -299,6 +299,8 @@ def score(work: Path, args: argparse.Namespace) -> dict:
             "before": style_scores(f_before, noto_style, openmoji_style),
             "after": style_scores(f_after, noto_style, openmoji_style),
             "retrieval_before_vs_openmoji_refs": retrieval(f_before, feats(held_open)),
+            "retrieval_after_vs_openmoji_refs": retrieval(f_after, feats(held_open)),
+            "retrieval_before_vs_noto_refs": retrieval(f_before, feats(s["noto_held"])),
             "retrieval_after_vs_noto_refs": retrieval(f_after, feats(s["noto_held"])),
             "text_retrieval_before": text_retrieval(net, s["before"], prompts["held"]),
             "text_retrieval_after": text_retrieval(net, s["after"], prompts["held"]),

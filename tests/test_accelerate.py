@@ -68,6 +68,7 @@ def test_two_processes_match_one_with_twice_the_batch(tiny_model_dir: Path,
     launch(finetune_args(folder, tiny_model_dir, tmp_path / "one", batch=8, steps=6), 1)
     two, one = losses(tmp_path / "two"), losses(tmp_path / "one")
     assert len(two) == len(one) == 6
+    print("2 processes x 4:", two, "\n1 process x 8:  ", one)  # shown with pytest -s
     # Same global batch, same draws: the curves agree to float reduction order, far inside noise.
     assert two == pytest.approx(one, rel=1e-3, abs=1e-5)
     # Checkpoints do not depend on the process count: saved by 2 processes, resumed by 1, the
