@@ -328,3 +328,27 @@ def test_finetune_continues_from_the_model(tiny_model_dir: Path, tmp_path: Path)
     moved = max((a[k] - b[k]).abs().max().item() for k in a)
     assert 0 < moved < 0.01  # a few small steps away from the base, not a fresh init
     assert load_bundle(out).training["finetune"]["base_model"].startswith("tiny@")
+
+
+def test_lora_with_a_layer_this_model_lacks(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "alien.safetensors"
+    save_file({"transformer.transformer_blocks.7.attn1.to_q.lora_A.weight": torch.zeros(2, 32),
+               "transformer.transformer_blocks.7.attn1.to_q.lora_B.weight": torch.zeros(32, 2)},
+              path)  # fmt: skip
+    pipe = Pipeline.load(tiny_model_dir, device="cpu")
+    with pytest.raises(InvalidArgument, match=r"layer 'transformer_blocks\.7\.attn1\.to_q' does"):
+        pipe.load_lora(path)
+
+
+def test_parse_lora_argument() -> None:
+    from latentkit.models.lora import parse_lora_arg
+
+    assert parse_lora_arg("style.safetensors:0.8") == (Path("style.safetensors"), 0.8)
+    assert parse_lora_arg("a/b.safetensors") == (Path("a/b.safetensors"), 1.0)
+    assert parse_lora_arg("x.safetensors:-0.5") == (Path("x.safetensors"), -0.5)
+    with pytest.raises(InvalidArgument, match=r"FILE\.safetensors:WEIGHT"):
+        parse_lora_arg("x.safetensors:strong")
+    with pytest.raises(InvalidArgument, match="finite"):
+        parse_lora_arg("x.safetensors:nan")
