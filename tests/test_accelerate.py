@@ -112,6 +112,14 @@ def test_ctrl_c_saves_and_resumes_like_an_unbroken_run(tmp_path: Path) -> None:
     assert resumed.losses == pytest.approx(whole.losses, rel=1e-6)
 
 
+def test_gradient_accumulation_equals_the_whole_batch(tmp_path: Path) -> None:
+    whole = train(Quadratic(), small(batch_size=8), tmp_path / "whole")
+    accumulated = train(Quadratic(), small(batch_size=2, grad_accum=4), tmp_path / "acc")
+    assert accumulated.losses == pytest.approx(whole.losses, rel=1e-5)
+    for a, b in zip(accumulated.ema.parameters(), whole.ema.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
 def test_full_disk_during_a_checkpoint_keeps_the_previous(tmp_path: Path,
                                                           monkeypatch) -> None:  # fmt: skip
     import latentkit.bundle as bundle

@@ -151,8 +151,8 @@ def train(
             update_ema(ema, model, ema_decay_at(cfg, step))
             step += 1
             losses.append(loss)
-            rate = cfg.batch_size * procs.world * cfg.grad_accum / max(time.perf_counter() - t0,
-                                                                       1e-9)  # fmt: skip
+            elapsed = max(time.perf_counter() - t0, 1e-9)
+            rate = cfg.batch_size * procs.world * cfg.grad_accum / elapsed
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{rate:.1f}", refresh=False)
             if step % cfg.checkpoint_every == 0:
