@@ -34,6 +34,27 @@ ModelOpt = Annotated[
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if available).")]
 
 
+LoraOpt = Annotated[
+    list[str] | None,
+    typer.Option("--lora", help="LoRA file, optionally FILE:WEIGHT (default 1); repeatable."),
+]
+TokenFileOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--token-file", help="Textual-inversion token file; repeatable."),
+]
+
+
+def add_adapters(pipe: Any, loras: list[str] | None, token_files: list[Path] | None) -> None:
+    """Load LoRAs (each at its weight) and learned tokens into a pipeline."""
+    from latentkit.models.lora import parse_lora_arg
+
+    for text in loras or []:
+        path, weight = parse_lora_arg(text)
+        pipe.load_lora(path, weight)
+    for path in token_files or []:
+        pipe.load_tokens(path)
+
+
 def parse_size(size: str | None) -> tuple[int | None, int | None]:
     if size is None:
         return None, None
@@ -85,6 +106,8 @@ def generate(
     noise: Annotated[
         Path | None, typer.Option(help="Start from this noise file (from `latentkit invert`).")
     ] = None,
+    lora: LoraOpt = None,
+    token_file: TokenFileOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Generate images from a text prompt."""
@@ -92,6 +115,7 @@ def generate(
     from latentkit.pipeline import Recipe
 
     pipe = load_pipeline(model, device)
+    add_adapters(pipe, lora, token_file)
     if noise is not None:
         options = {"steps": steps, "cfg": cfg, "sampler": sampler}
         write_images(from_noise(pipe, noise, prompt, options), out)
@@ -858,6 +882,9 @@ def train_evalnet_cmd(
         f"wrote {out}: real test images retrieve their caption top-1 {ceiling['top1']:.1%}, "
         f"top-5 {ceiling['top5']:.1%}"
     )
+
+
+from latentkit import cli_finetune  # noqa: E402, F401  (registers train lora/token, lora merge)
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:

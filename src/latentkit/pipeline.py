@@ -146,6 +146,8 @@ class Pipeline:
             bundle.denoiser.to(self.device, self.dtype).eval() if bundle.denoiser else None
         )
         self.text_encoder = load_text_encoder(bundle.text)
+        self.loras: dict[str, float] = {}  # adapter name -> weight, in load order
+        self.token_files: list[str] = []
 
     @classmethod
     def load(
@@ -157,11 +159,83 @@ class Pipeline:
         return cls(load_bundle(path if path is not None else default_model_path()), device, dtype)
 
     def save(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
-        return save_bundle(self.bundle, path, dtype)
+        """Save the model; loaded LoRAs are merged in at their current weights."""
+        if not self.loras:
+            return save_bundle(self.bundle, path, dtype)
+        from latentkit.models.lora import plain_denoiser
+
+        training = {**self.bundle.training, "merged_loras": dict(self.loras)}
+        merged = replace(self.bundle, denoiser=plain_denoiser(self.denoiser), training=training)
+        return save_bundle(merged, path, dtype)
 
     @property
     def model_id(self) -> str:
-        return self.bundle.model_id or self.bundle.name
+        """The base model's id, plus each LoRA and token file in use, so recipes replay exactly."""
+        base = self.bundle.model_id or self.bundle.name
+        extras = [f"lora:{n}*{w:g}" for n, w in self.loras.items()] + [
+            f"tokens:{t}" for t in self.token_files
+        ]
+        return "+".join([base, *extras])
+
+    # -- adapters ----------------------------------------------------------------------------
+
+    def load_lora(self, path: str | Path, weight: float = 1.0, name: str | None = None) -> str:
+        """Add a LoRA file at `weight`; several can be active at once. Returns its adapter name."""
+        from latentkit.models.lora import load_lora, read_lora
+
+        if self.denoiser is None:
+            raise ModelFileError("this model has no denoiser, so a LoRA has nothing to adapt")
+        lora = read_lora(path)
+        name = name or Path(path).stem
+        if name in self.loras:
+            raise InvalidArgument(f"a LoRA named {name!r} is already loaded")
+        base = lora.info.get("base_model", "")
+        if base and base.split("+")[0] != self.bundle.model_id:
+            import warnings
+
+            warnings.warn(
+                f"LoRA {Path(path).name} was trained on {base}, loading it on "
+                f"{self.bundle.model_id}",
+                stacklevel=2,
+            )
+        self.unmerge_loras()
+        load_lora(self.denoiser, lora, name)
+        self.denoiser.to(self.device, self.dtype)
+        self.loras[name] = weight
+        self.set_lora_weights({})
+        return name
+
+    def set_lora_weights(self, weights: dict[str, float]) -> None:
+        """Reweight loaded LoRAs (unnamed ones keep their weight); 0 turns one off exactly."""
+        from latentkit.models.lora import set_lora_weights
+
+        unknown = set(weights) - set(self.loras)
+        if unknown:
+            raise InvalidArgument(f"no LoRA named {sorted(unknown)}; loaded: {list(self.loras)}")
+        self.loras.update(weights)
+        set_lora_weights(self.denoiser, self.loras)
+
+    def merge_loras(self) -> None:
+        """Fold the LoRAs into the weights: sampling then costs what the base model costs."""
+        from latentkit.models.lora import merge_loras
+
+        if self.loras:
+            merge_loras(self.denoiser)
+
+    def unmerge_loras(self) -> None:
+        from latentkit.models.lora import unmerge_loras
+
+        if self.loras:
+            unmerge_loras(self.denoiser)
+
+    def load_tokens(self, path: str | Path) -> list[str]:
+        """Teach the text encoder the tokens of a textual-inversion file; returns the tokens."""
+        from latentkit.models.tokens import add_learned_tokens, read_tokens
+
+        learned = read_tokens(path)
+        self.text_encoder = add_learned_tokens(self.text_encoder, learned, f"token file {path}")
+        self.token_files.append(Path(path).name)
+        return list(learned.tokens)
 
     @property
     def image_size(self) -> int:

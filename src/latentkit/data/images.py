@@ -12,7 +12,7 @@ import json
 import struct
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ __all__ = [
     "MAX_PIXELS",
     "ImageSet",
     "image_to_tensor",
+    "iter_image_folder",
     "load_image",
     "load_image_folder",
     "resize_center_crop",
@@ -369,6 +370,32 @@ def load_image_folder(
         captions=[_caption_for(paths[i], names[i], jsonl_captions) for i in kept],
         names=[names[i] for i in kept],
     )
+
+
+def iter_image_folder(
+    folder: str | Path, *, min_size: int = 1
+) -> Iterator[tuple[str, Image.Image, str]]:
+    """Stream (name, RGB image at its own size, caption) one file at a time, in sorted order.
+
+    Unlike `load_image_folder` nothing is resized or kept, so memory does not grow with the
+    folder. Unreadable files are skipped and summed up in one warning once the scan ends; a
+    folder where nothing loads raises ImageError, an empty one InvalidArgument.
+    """
+    folder = Path(folder)
+    paths = _find_image_files(folder)
+    names = [path.relative_to(folder).as_posix() for path in paths]
+    jsonl_captions = _read_captions_jsonl(folder / CAPTIONS_FILE, set(names))
+    skipped: list[str] = []
+    kept = 0
+    for path, name in zip(paths, names, strict=True):
+        try:
+            img = _read_rgb(path, MAX_PIXELS, min_size)
+        except _Unusable as exc:
+            skipped.append(f"{name} ({exc.short})")
+            continue
+        kept += 1
+        yield name, img, _caption_for(path, name, jsonl_captions)
+    _report_skipped(folder, skipped, len(paths), all_failed=not kept)
 
 
 def _find_image_files(folder: Path) -> list[Path]:

@@ -65,11 +65,14 @@ class EvalNetTask:
         self.pooled = pooled
         self.device = device
 
-    def loss(self, batch_size: int, generator: torch.Generator) -> Tensor:
+    def loss(
+        self, batch_size: int, generator: torch.Generator, part: slice = slice(None)
+    ) -> Tensor:
+        """Draws (and augments) the whole batch, then contrasts the rows of `part` only."""
         idx = torch.randperm(len(self.pixels), generator=generator)[:batch_size]
-        x = augment(self.pixels[idx].clone(), generator).to(self.device)
+        x = augment(self.pixels[idx].clone(), generator)[part].to(self.device)
         image = self.net.encode_pixels(x)
-        text = self.net.encode_pooled(self.pooled[idx].to(self.device))
+        text = self.net.encode_pooled(self.pooled[idx[part]].to(self.device))
         return clip_loss(image, text, self.net.logit_scale)
 
 

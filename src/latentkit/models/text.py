@@ -78,6 +78,55 @@ class MiniLMEncoder:
         self.model.requires_grad_(False)
         self._cache: OrderedDict[str, tuple[Tensor, Tensor, Tensor]] = OrderedDict()
         self._cache_size = cache_size
+        self.extra_rows: Tensor | None = None  # learned token embeddings, appended to the table
+
+    def with_tokens(self, tokens: list[str], rows: Tensor) -> MiniLMEncoder:
+        """A copy that also knows `tokens` (textual inversion); this encoder is left unchanged.
+
+        The copy shares the frozen transformer; new tokens get ids after the vocabulary and their
+        embeddings come from `rows`, so nothing in the shared embedding table is written.
+        """
+        import copy
+
+        from tokenizers import AddedToken
+
+        refuse_known_tokens(self.tokenizer, tokens)
+        out = copy.copy(self)
+        out.tokenizer = copy.deepcopy(self.tokenizer)
+        out.tokenizer.add_tokens([AddedToken(t, normalized=False) for t in tokens])
+        new = rows.detach().float().reshape(len(tokens), -1)
+        out.extra_rows = new if self.extra_rows is None else torch.cat([self.extra_rows, new])
+        out._cache = OrderedDict()
+        return out
+
+    @property
+    def base_vocab(self) -> int:
+        return self.model.get_input_embeddings().num_embeddings
+
+    def token_states(self, batch: dict[str, Tensor], rows: Tensor | None = None) -> Tensor:
+        """Last-layer states; `rows` (trainable) replace the stored learned-token embeddings."""
+        rows = rows if rows is not None else self.extra_rows
+        if rows is None:
+            return self.model(**batch).last_hidden_state.float()
+        table = self.model.get_input_embeddings().weight
+        embeds = torch.nn.functional.embedding(
+            batch["input_ids"], torch.cat([table, rows.to(table)])
+        )
+        rest = {k: v for k, v in batch.items() if k != "input_ids"}
+        return self.model(inputs_embeds=embeds, **rest).last_hidden_state.float()
+
+    def encode_trainable(self, prompts: list[str], rows: Tensor) -> PromptEmbeds:
+        """Uncached, with gradients flowing into `rows`: what textual inversion trains through."""
+        batch = self.tokenize(prompts)
+        states = self.token_states(batch, rows)
+        mask = batch["attention_mask"]
+        pooled = torch.nn.functional.normalize((states * mask[..., None]).sum(1), dim=-1)
+        return PromptEmbeds(states, mask, pooled)
+
+    def tokenize(self, prompts: list[str]) -> dict[str, Tensor]:
+        window = self.config.max_tokens
+        return dict(self.tokenizer(prompts, padding="max_length", truncation=True,
+                                   max_length=window, return_tensors="pt"))  # fmt: skip
 
     def encode(self, prompts: list[str]) -> PromptEmbeds:
         if isinstance(prompts, str):
@@ -110,10 +159,8 @@ class MiniLMEncoder:
                     f"truncated: {p[:60]!r}...",
                     stacklevel=4,
                 )
-        batch = self.tokenizer(
-            prompts, padding="max_length", truncation=True, max_length=window, return_tensors="pt"
-        )
-        states = self.model(**batch).last_hidden_state.float()
+        batch = self.tokenize(prompts)
+        states = self.token_states(batch)
         mask = batch["attention_mask"]
         pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         pooled = torch.nn.functional.normalize(pooled, dim=-1)
@@ -121,6 +168,17 @@ class MiniLMEncoder:
             self._cache[p] = (states[i].clone(), mask[i].clone(), pooled[i].clone())
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
+
+
+def refuse_known_tokens(tokenizer, tokens: list[str]) -> None:
+    """A learned token must be new: reusing a word would silently change every prompt with it."""
+    vocab = tokenizer.get_vocab()
+    for token in tokens:
+        if token in vocab or token.lower() in vocab:
+            raise InvalidArgument(
+                f"token {token!r} is already in the text encoder's vocabulary; "
+                "pick a new one such as '<my-thing>'"
+            )
 
 
 def check_prompt(prompt: str) -> str:

@@ -26,14 +26,15 @@ from latentkit.config import (
     preset,
     to_dict,
 )
+from latentkit.data.buckets import MemoryLatents
 from latentkit.models.codec import Codec
 from latentkit.models.denoiser import Denoiser
 from latentkit.models.text import load_text_encoder
+from latentkit.train.distributed import processes
 from latentkit.train.loop import TrainConfig, TrainResult, config_dict, train
 from latentkit.train.tasks import (
     DenoiserTask,
     VAETask,
-    embed_captions,
     encode_dataset,
     fit_codec_statistics,
     training_images,
@@ -43,9 +44,10 @@ T = TypeVar("T")
 
 
 def pick_device(name: str | None = None) -> torch.device:
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The requested device, or under `accelerate launch` the one accelerate gives this process."""
+    from latentkit.train.distributed import process_device
+
+    return process_device(name)
 
 
 def seeded(seed: int, factory: Callable[..., T], *args: Any) -> T:
@@ -96,6 +98,8 @@ def train_vae(
     images = training_images(data, size)
     codec = seeded(cfg.seed, Codec, config)
     result = train(VAETask(codec, images, dev), cfg, out, resume=resume, device=dev, desc="vae")
+    if not processes().is_main:
+        return out
     codec.vae.load_state_dict(result.ema.state_dict())
     codec = codec.to(dev).eval()
     fit_codec_statistics(codec, images, dev)
@@ -133,9 +137,9 @@ def train_denoiser(
         codec, images, out / "latents.safetensors", read_manifest(codec_dir), dev
     )
     encoder = load_text_encoder(base.text)
-    embeds, rows, empty = embed_captions(encoder, images.captions)
     denoiser = seeded(cfg.seed, Denoiser, config)
-    task = DenoiserTask(denoiser, latents, embeds, rows, empty, dev, caption_dropout)
+    source = MemoryLatents(latents, images.captions)
+    task = DenoiserTask(denoiser, denoiser, source, encoder.encode, dev, caption_dropout)
     training = dict(base.training)
 
     def write_bundle(model: torch.nn.Module, result: Any = None) -> Path:
@@ -162,7 +166,7 @@ def train_denoiser(
         desc="denoiser",
         on_checkpoint=lambda ema, step: write_bundle(ema),
     )
-    return write_bundle(result.ema, result)
+    return write_bundle(result.ema, result) if processes().is_main else out
 
 
 def cached_latents(

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from latentkit.bundle import atomic_save_tensors, atomic_write_bytes
 from latentkit.errors import InvalidArgument, ModelFileError, check_finite, check_positive_int
+from latentkit.train.distributed import Processes, processes
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,11 @@ class TrainConfig:
     ema_decay: float = 0.999
     seed: int = 0
     checkpoint_every: int = 500
+    grad_accum: int = 1  # micro-batches per step: the global batch is batch * processes * this
 
     def validate(self) -> TrainConfig:
         check_positive_int("steps", self.steps)
+        check_positive_int("grad_accum", self.grad_accum)
         check_positive_int("batch_size", self.batch_size)
         check_positive_int("checkpoint_every", self.checkpoint_every)
         check_finite("lr", self.lr, low=0.0)
@@ -56,11 +59,15 @@ class TrainConfig:
 
 
 class Task(Protocol):
-    """A model and its loss; the loop owns everything else."""
+    """A model and its loss; the loop owns everything else.
+
+    `loss` draws the whole batch of `batch_size` from `generator`, then computes the loss on the
+    rows `part` selects: that is how processes and micro-batches split one batch.
+    """
 
     model: nn.Module
 
-    def loss(self, batch_size: int, generator: torch.Generator) -> Tensor: ...
+    def loss(self, batch_size: int, generator: torch.Generator, part: slice = ...) -> Tensor: ...
 
 
 @dataclass
@@ -97,8 +104,14 @@ def train(
     desc: str = "train",
     on_checkpoint: Callable[[nn.Module, int], None] | None = None,
 ) -> TrainResult:
+    """Train until cfg.steps (or cfg.minutes); Ctrl+C saves a checkpoint, then re-raises.
+
+    Under `accelerate launch`, each process computes its slice of every batch and gradients are
+    averaged, so N processes with --batch B follow the curve of one process with batch N * B.
+    """
     cfg.validate()
     device = device or torch.device("cpu")
+    procs = processes(cpu=device.type == "cpu")
     model = task.model.to(device).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -112,40 +125,86 @@ def train(
             f"{out_dir} already holds a checkpoint: pass --resume to continue it, "
             "or choose another --out"
         )
+    procs.barrier()  # nobody writes a checkpoint before everyone has read the last one
     budget = cfg.minutes * 60 if cfg.minutes is not None else math.inf
     start = time.perf_counter() - spent
-    bar = tqdm(total=cfg.steps, initial=step, desc=desc, dynamic_ncols=True, mininterval=1.0)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    bar = tqdm(total=cfg.steps, initial=step, desc=desc, dynamic_ncols=True, mininterval=1.0,
+               disable=not procs.is_main)  # fmt: skip
     last_saved = step
-    while step < cfg.steps and time.perf_counter() - start < budget:
-        t0 = time.perf_counter()
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(cfg, step)
-        with autocast:
-            loss = task.loss(cfg.batch_size, step_generator(cfg.seed, step))
-        if not torch.isfinite(loss):
-            raise InvalidArgument(f"loss became {loss.item()} at step {step}; lower --lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        update_ema(ema, model, ema_decay_at(cfg, step))
-        step += 1
-        losses.append(loss.detach().item())
-        rate = cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{rate:.1f}", refresh=False)
-        if step % cfg.checkpoint_every == 0:
+
+    def checkpoint() -> None:
+        nonlocal last_saved
+        if procs.is_main:
             save_checkpoint(ckpt_dir, model, ema, opt, step, losses, time.perf_counter() - start)
-            last_saved = step
             if on_checkpoint is not None:
                 on_checkpoint(ema, step)
+        last_saved = step
+        procs.barrier()
+
+    try:
+        while step < cfg.steps and time.perf_counter() - start < budget:
+            t0 = time.perf_counter()
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(cfg, step)
+            loss = train_step(task, cfg, step, procs, params, device)
+            opt.step()
+            update_ema(ema, model, ema_decay_at(cfg, step))
+            step += 1
+            losses.append(loss)
+            elapsed = max(time.perf_counter() - t0, 1e-9)
+            rate = cfg.batch_size * procs.world * cfg.grad_accum / elapsed
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{rate:.1f}", refresh=False)
+            if step % cfg.checkpoint_every == 0:
+                checkpoint()
+    except KeyboardInterrupt:
+        bar.close()
+        if step != last_saved and procs.is_main:
+            save_checkpoint(ckpt_dir, model, ema, opt, step, losses, time.perf_counter() - start)
+            tqdm.write(f"interrupted at step {step}: checkpoint saved in {ckpt_dir}; "
+                       "run the same command with --resume to continue")  # fmt: skip
+        raise
     bar.close()
     seconds = time.perf_counter() - start
     if step != last_saved or not (ckpt_dir / "checkpoint.json").exists():
-        save_checkpoint(ckpt_dir, model, ema, opt, step, losses, seconds)
+        if procs.is_main:
+            save_checkpoint(ckpt_dir, model, ema, opt, step, losses, seconds)
+        procs.barrier()
     return TrainResult(ema=ema, step=step, losses=losses, seconds=seconds)
+
+
+def train_step(
+    task: Task,
+    cfg: TrainConfig,
+    step: int,
+    procs: Processes,
+    params: list[nn.Parameter],
+    device: torch.device,
+) -> float:
+    """Gradients of one global batch (all processes, all micro-batches); returns its mean loss.
+
+    Each micro-batch redraws the global batch from the step's generator and takes its own rows,
+    so the rows a process trains on do not depend on how many processes or micro-batches there
+    are.
+    """
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    b, parts = cfg.batch_size, procs.world * cfg.grad_accum
+    for p in params:
+        p.grad = None
+    total = 0.0
+    for micro in range(cfg.grad_accum):
+        index = micro * procs.world + procs.rank
+        with autocast:
+            loss = task.loss(b * parts, step_generator(cfg.seed, step),
+                             slice(index * b, (index + 1) * b))  # fmt: skip
+        if not torch.isfinite(loss):
+            raise InvalidArgument(f"loss became {loss.item()} at step {step}; lower --lr")
+        (loss / cfg.grad_accum).backward()
+        total += loss.detach().item() / cfg.grad_accum
+    procs.average_gradients(params)
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    return procs.mean(total, device)
 
 
 @torch.no_grad()

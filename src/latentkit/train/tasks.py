@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -12,7 +15,15 @@ from latentkit.diffusion.flow import flow_matching_loss, interpolate, sample_tra
 from latentkit.errors import InvalidArgument
 from latentkit.models.codec import Codec, fit_latent_stats, fit_preview_weights
 from latentkit.models.denoiser import Denoiser
-from latentkit.models.text import PromptEmbeds, TextEncoder
+from latentkit.models.text import PromptEmbeds
+
+
+class LatentSource(Protocol):
+    """Training latents: in memory or streamed from shards (latentkit.data.buckets)."""
+
+    def __len__(self) -> int: ...
+
+    def draw(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, list[str]]: ...
 
 
 def training_images(data: str, size: int) -> ImageSet:
@@ -39,17 +50,23 @@ class VAETask:
         if len(images) == 0:
             raise InvalidArgument("no training images")
         self.model: nn.Module = codec.vae
+        self.config = codec.config
         self.images = torch.from_numpy(np.ascontiguousarray(images.images))
         self.device = device
         self.kl_weight = kl_weight
 
-    def loss(self, batch_size: int, generator: torch.Generator) -> Tensor:
+    def loss(
+        self, batch_size: int, generator: torch.Generator, part: slice = slice(None)
+    ) -> Tensor:
         idx = torch.randint(len(self.images), (batch_size,), generator=generator)
-        x = uint8_to_unit(self.images[idx]).to(self.device)
+        side = (
+            self.images.shape[1] // self.config.factor,
+            self.images.shape[2] // self.config.factor,
+        )
+        eps = torch.randn((batch_size, self.config.latent_channels, *side), generator=generator)
+        x = uint8_to_unit(self.images[idx[part]]).to(self.device)
         posterior = self.model.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(
-            posterior.mean.shape, generator=generator
-        ).to(posterior.mean)
+        z = posterior.mean + posterior.std * eps[part].to(posterior.mean)
         rec = self.model.decode(z).sample.float()
         kl = posterior.kl().mean() / x[0].numel()
         return F.mse_loss(rec, x) + 0.1 * F.l1_loss(rec, x) + self.kl_weight * kl
@@ -87,46 +104,41 @@ def encode_dataset(codec: Codec, images: ImageSet, device: torch.device, batch: 
     return torch.cat(out)
 
 
-def embed_captions(
-    encoder: TextEncoder, captions: list[str], batch: int = 256
-) -> tuple[PromptEmbeds, Tensor, int]:
-    """Unique captions embedded once; returns their embeddings and each image's row index."""
-    unique = sorted(set(captions) | {""})
-    index = {c: i for i, c in enumerate(unique)}
-    parts = [encoder.encode(unique[i : i + batch]) for i in range(0, len(unique), batch)]
-    rows = torch.tensor([index[c] for c in captions])
-    return PromptEmbeds.cat(parts), rows, index[""]
-
-
 class DenoiserTask:
-    """Flow matching on cached latents, with caption dropout so guidance has an unconditional."""
+    """Flow matching on latents drawn from a source; `embed` turns captions into text states.
+
+    `model` is whatever trains (the denoiser, its LoRA, or only new token rows); the denoiser
+    may be frozen. Every random draw is made for the whole batch before `part` selects this
+    process's rows, so N processes see exactly the batch one process would. Caption dropout
+    gives guidance its unconditional.
+    """
 
     def __init__(
         self,
+        model: nn.Module,
         denoiser: Denoiser,
-        latents: Tensor,
-        embeds: PromptEmbeds,
-        rows: Tensor,
-        empty_row: int,
+        source: LatentSource,
+        embed: Callable[[list[str]], PromptEmbeds],
         device: torch.device,
-        caption_dropout: float = 0.1,
-    ):
-        self.model: nn.Module = denoiser
-        self.latents = latents.to(device)
-        self.tokens = embeds.tokens.to(device)
-        self.mask = embeds.mask.to(device)
-        self.rows = rows
-        self.empty_row = empty_row
+        caption_dropout: float = 0.0,
+    ) -> None:
+        self.model = model
+        self.denoiser = denoiser.to(device)
+        self.source = source
+        self.embed = embed
         self.device = device
         self.caption_dropout = caption_dropout
 
-    def loss(self, batch_size: int, generator: torch.Generator) -> Tensor:
-        idx = torch.randint(len(self.latents), (batch_size,), generator=generator)
-        noise = torch.randn((batch_size, *self.latents.shape[1:]), generator=generator)
+    def loss(
+        self, batch_size: int, generator: torch.Generator, part: slice = slice(None)
+    ) -> Tensor:
+        x0, captions = self.source.draw(batch_size, generator)
+        noise = torch.randn(x0.shape, generator=generator)
         t = sample_training_t(batch_size, generator)
-        drop = torch.rand(batch_size, generator=generator) < self.caption_dropout
-        rows = torch.where(drop, torch.full_like(self.rows[idx], self.empty_row), self.rows[idx])
-        x0 = self.latents[idx.to(self.device)]
-        noise, t, rows = noise.to(self.device), t.to(self.device), rows.to(self.device)
-        v = self.model(interpolate(x0, noise, t), t, self.tokens[rows], self.mask[rows])
+        drop = (torch.rand(batch_size, generator=generator) < self.caption_dropout).tolist()
+        captions = ["" if d else c for c, d in zip(captions, drop, strict=True)]
+        x0, noise, t = (v[part].to(self.device) for v in (x0, noise, t))
+        cond = self.embed(captions[part])
+        tokens, mask = cond.tokens.to(self.device), cond.mask.to(self.device)
+        v = self.denoiser(interpolate(x0, noise, t), t, tokens, mask)
         return flow_matching_loss(v.float(), x0, noise)
