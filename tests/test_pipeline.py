@@ -150,3 +150,24 @@ def test_bound_denoiser_equals_the_diffusers_forward(pipe) -> None:
         bound = pipe.denoiser.bind(embeds.tokens, embeds.mask)(x, t)
     assert torch.allclose(bound, reference, atol=1e-5)
     assert int(embeds.mask.sum(1).max()) < embeds.mask.shape[1]  # padding really was trimmed
+
+
+def test_bound_denoiser_keeps_lora_layers_active(pipe) -> None:
+    """q/k/v fusion must step aside for adapted layers, or a LoRA would silently vanish."""
+    import copy
+
+    from peft import LoraConfig, inject_adapter_in_model
+
+    torch.manual_seed(0)
+    adapted = copy.deepcopy(pipe.denoiser)
+    config = LoraConfig(r=2, target_modules=["to_q", "to_k", "to_v"], init_lora_weights=False)
+    inject_adapter_in_model(config, adapted.net)
+    embeds = pipe.encode_prompt(["red square", ""])
+    x = torch.randn(2, *pipe.latent_shape(16, 16), generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0.7, 0.7])
+    with torch.no_grad():
+        base = pipe.denoiser.bind(embeds.tokens, embeds.mask)(x, t)
+        reference = adapted(x, t, embeds.tokens, embeds.mask)
+        bound = adapted.bind(embeds.tokens, embeds.mask)(x, t)
+    assert torch.allclose(bound, reference, atol=1e-5)
+    assert not torch.allclose(bound, base, atol=1e-3)

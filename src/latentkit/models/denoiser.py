@@ -71,6 +71,7 @@ class BoundDenoiser:
             for b in net.transformer_blocks
         ]
         self.batch = tokens.shape[0]
+        self.fused_qkv = [_fuse_projections(b.attn1) for b in net.transformer_blocks]
 
     @staticmethod
     def _heads(attn, x: Tensor) -> Tensor:
@@ -82,8 +83,14 @@ class BoundDenoiser:
         b, _, n, _ = x.shape
         return attn.to_out[0](x.transpose(1, 2).reshape(b, n, -1))  # [B, N, D]
 
-    def _self_attention(self, attn, h: Tensor) -> Tensor:
-        q, k, v = (self._heads(attn, proj(h)) for proj in (attn.to_q, attn.to_k, attn.to_v))
+    def _self_attention(
+        self, attn, h: Tensor, fused: tuple[Tensor, Tensor | None] | None
+    ) -> Tensor:
+        if fused is not None:
+            qkv = F.linear(h, *fused).chunk(3, dim=-1)  # one [D, 3D] matmul instead of three
+        else:
+            qkv = tuple(proj(h) for proj in (attn.to_q, attn.to_k, attn.to_v))
+        q, k, v = (self._heads(attn, z) for z in qkv)
         return self._merge(attn, F.scaled_dot_product_attention(q, k, v))
 
     def _cross_attention(self, attn, h: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -104,11 +111,12 @@ class BoundDenoiser:
             batch_size=b,
             hidden_dtype=h.dtype,
         )  # [B, 6D], [B, D]
-        for block, (k, v) in zip(net.transformer_blocks, self.keys_values, strict=True):
+        layers = zip(net.transformer_blocks, self.keys_values, self.fused_qkv, strict=True)
+        for block, (k, v), fused in layers:
             mods = (block.scale_shift_table[None] + t_mod.reshape(b, 6, -1)).chunk(6, dim=1)
             shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods  # [B, 1, D]
             normed = block.norm1(h) * (1 + scale_msa) + shift_msa
-            h = h + gate_msa * self._self_attention(block.attn1, normed)
+            h = h + gate_msa * self._self_attention(block.attn1, normed, fused)
             h = h + self._cross_attention(block.attn2, h, k, v)
             normed = block.norm2(h) * (1 + scale_mlp) + shift_mlp
             h = h + gate_mlp * block.ff(normed)
@@ -118,3 +126,17 @@ class BoundDenoiser:
         return torch.einsum("nhwpqc->nchpwq", h).reshape(
             b, net.out_channels, height * p, width * p
         )  # [B, C, h, w]
+
+
+def _fuse_projections(attn) -> tuple[Tensor, Tensor | None] | None:
+    """q, k and v weights stacked into one matrix, when all three are plain linear layers.
+
+    Adapted layers (a LoRA wraps them) are left to their own forward, so adapters still apply.
+    """
+    projections = (attn.to_q, attn.to_k, attn.to_v)
+    if any(type(p) is not nn.Linear for p in projections):
+        return None
+    weight = torch.cat([p.weight for p in projections])
+    biases = [p.bias for p in projections]
+    bias = None if any(b is None for b in biases) else torch.cat(biases)
+    return weight, bias
