@@ -171,3 +171,12 @@ def test_bound_denoiser_keeps_lora_layers_active(pipe) -> None:
         bound = adapted.bind(embeds.tokens, embeds.mask)(x, t)
     assert torch.allclose(bound, reference, atol=1e-5)
     assert not torch.allclose(bound, base, atol=1e-3)
+
+
+def test_tanh_gelu_in_place_matches_torch() -> None:
+    import torch.nn.functional as F
+
+    from latentkit.models.denoiser import tanh_gelu_
+
+    x = torch.linspace(-8, 8, 4001)
+    assert torch.allclose(tanh_gelu_(x.clone()), F.gelu(x, approximate="tanh"), atol=1e-6)
