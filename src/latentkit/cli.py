@@ -734,6 +734,11 @@ def train_denoiser_cmd(
     typer.echo(f"wrote {path}")
 
 
+from latentkit import cli_video  # noqa: E402  (video commands live in their own module)
+
+cli_video.register(app, train_app)
+
+
 def _format_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
