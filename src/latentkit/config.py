@@ -202,7 +202,7 @@ class VideoCodecConfig:
 class VideoDenoiserConfig:
     """LTX-Video's transformer (3D rotary positions, cross-attention to the projected caption)."""
 
-    layers: int = 6
+    layers: int = 4
     heads: int = 4
     head_dim: int = 32
     latent_channels: int = 16
@@ -233,7 +233,7 @@ VIDEO_CODEC_PRESETS: dict[str, dict[str, Any]] = {
 
 VIDEO_DENOISER_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"layers": 1, "heads": 2, "head_dim": 12},
-    "small": {"layers": 6, "heads": 4, "head_dim": 32},
+    "small": {"layers": 4, "heads": 4, "head_dim": 32},
 }
 
 

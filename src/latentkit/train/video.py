@@ -9,6 +9,7 @@ image-to-video sampling uses.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,9 @@ def train_video_vae(
     data_set = training_clips(data, clips, frames, size)
     codec = seeded(cfg.seed, VideoCodec, config)
     task = VideoVAETask(codec, data_set, dev, min(crop, frames))
+    cpu_start = time.process_time()
     result = train(task, cfg, out, resume=resume, device=dev, desc="video-vae")
+    cpu_seconds = time.process_time() - cpu_start
     codec.vae.load_state_dict(result.ema.state_dict())
     codec = codec.to(dev).eval()
     codec.latent_shift.zero_()
@@ -124,7 +127,7 @@ def train_video_vae(
     codec.latent_shift.copy_(shift)
     codec.latent_scale.copy_(scale)
     info = provenance("video-vae", data, len(data_set), cfg, result, dev)
-    info.update(frames=frames, size=size, crop=crop)
+    info.update(frames=frames, size=size, crop=crop, cpu_seconds=round(cpu_seconds, 1))
     bundle = VideoBundle(
         codec=codec.cpu(), text=TextConfig(), name=out.name, training={"codec": info}
     )
@@ -241,6 +244,7 @@ def train_video_denoiser(
                 image_fraction=image_fraction,
                 frames=frames,
                 denoiser_config=to_dict(config),
+                cpu_seconds=round(getattr(result, "cpu_seconds", 0.0), 1),
             )
         bundle = replace(
             base, codec=codec.cpu(), denoiser=final.cpu(), name=out.name, training=info
@@ -249,6 +253,7 @@ def train_video_denoiser(
         codec.to(dev)
         return path
 
+    cpu_start = time.process_time()
     result = train(
         task,
         cfg,
@@ -258,4 +263,5 @@ def train_video_denoiser(
         desc="video-denoiser",
         on_checkpoint=lambda ema, step: write_bundle(ema),
     )
+    result.cpu_seconds = time.process_time() - cpu_start  # type: ignore[attr-defined]
     return write_bundle(result.ema, result)
