@@ -80,9 +80,11 @@ class VideoVAETask:
         start = int(torch.randint(self.clips.shape[1] - self.crop + 1, (1,), generator=generator))
         x = clips_to_tensor(self.clips[idx, start : start + self.crop].numpy()).to(self.device)
         posterior = self.model.encode(x).latent_dist
-        eps = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
-        rec = self.model.decode(posterior.mean + posterior.std * eps).sample.float()
-        kl = posterior.kl().mean() / x[0].numel()
+        # The posterior mean, not a sample: at init LTX's encoder gives a posterior std of ~0.9
+        # against a latent signal of ~0.15, and training on samples made the decoder ignore the
+        # latent (measured: identical encoder output for every clip after 1633 steps, 17 dB).
+        rec = self.model.decode(posterior.mean).sample.float()
+        kl = posterior.kl().mean() / x[0].numel()  # here mostly a small pull of the mean to 0
         return F.mse_loss(rec, x) + 0.1 * F.l1_loss(rec, x) + self.kl_weight * kl
 
 
