@@ -885,6 +885,9 @@ def train_evalnet_cmd(
 
 
 from latentkit import cli_finetune  # noqa: E402, F401  (registers train lora/token, lora merge)
+from latentkit import cli_video  # noqa: E402  (video commands live in their own module)
+
+cli_video.register(app, train_app)
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:

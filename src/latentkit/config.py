@@ -125,6 +125,118 @@ DENOISER_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class VideoCodecConfig:
+    """A causal video VAE (LTX-Video's AutoencoderKLLTXVideo) shrunk to CPU size.
+
+    Space shrinks by patch_size * 2**levels and time by 2**levels: each level is one
+    spatio-temporal down-sampling. The encoder is causal in time, so frame 0 is encoded alone
+    and a clip must have 1 + k * time_factor frames; the decoder is causal too, so the first
+    frame decodes from the first latent frame alone (image-to-video keeps it exactly).
+    """
+
+    latent_channels: int = 16
+    channels: tuple[int, ...] = (16, 32, 64)
+    patch_size: int = 2
+    levels: int = 2
+    layers_per_block: int = 1
+    image_size: int = 32
+    frames: int = 17
+
+    def __post_init__(self) -> None:
+        if len(self.channels) != self.levels + 1:
+            raise InvalidArgument(
+                f"a video codec with {self.levels} levels needs {self.levels + 1} channel "
+                f"counts, got {self.channels}"
+            )
+        if self.image_size % self.factor:
+            raise InvalidArgument(
+                f"image_size {self.image_size} is not divisible by the spatial factor {self.factor}"
+            )
+        if (self.frames - 1) % self.time_factor:
+            raise InvalidArgument(
+                f"frames {self.frames} must be 1 + a multiple of the time factor {self.time_factor}"
+            )
+
+    @property
+    def factor(self) -> int:
+        return self.patch_size * 2**self.levels
+
+    @property
+    def time_factor(self) -> int:
+        return 2**self.levels
+
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // self.factor
+
+    def latent_frames(self, frames: int) -> int:
+        return (frames - 1) // self.time_factor + 1
+
+    def diffusers_kwargs(self) -> dict[str, Any]:
+        n = len(self.channels)
+        scaling = (True,) * self.levels + (False,) * (n - self.levels)
+        return {
+            "in_channels": 3,
+            "out_channels": 3,
+            "latent_channels": self.latent_channels,
+            "block_out_channels": tuple(self.channels),
+            "decoder_block_out_channels": tuple(self.channels),
+            "down_block_types": ("LTXVideoDownBlock3D",) * n,
+            "layers_per_block": (self.layers_per_block,) * (n + 1),
+            "decoder_layers_per_block": (self.layers_per_block,) * (n + 1),
+            "spatio_temporal_scaling": scaling,
+            "decoder_spatio_temporal_scaling": scaling,
+            "decoder_inject_noise": (False,) * (n + 1),
+            "downsample_type": ("conv",) * n,
+            "upsample_residual": (False,) * n,
+            "upsample_factor": (1,) * n,
+            "patch_size": self.patch_size,
+            "patch_size_t": 1,
+            "encoder_causal": True,
+            "decoder_causal": True,
+        }
+
+
+@dataclass(frozen=True)
+class VideoDenoiserConfig:
+    """LTX-Video's transformer (3D rotary positions, cross-attention to the projected caption)."""
+
+    layers: int = 4
+    heads: int = 4
+    head_dim: int = 32
+    latent_channels: int = 16
+    text_dim: int = 384
+
+    @property
+    def width(self) -> int:
+        return self.heads * self.head_dim
+
+    def diffusers_kwargs(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.latent_channels,
+            "out_channels": self.latent_channels,
+            "patch_size": 1,
+            "patch_size_t": 1,
+            "num_attention_heads": self.heads,
+            "attention_head_dim": self.head_dim,
+            "cross_attention_dim": self.width,
+            "num_layers": self.layers,
+            "caption_channels": self.text_dim,
+        }
+
+
+VIDEO_CODEC_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"channels": (8, 8, 16), "latent_channels": 4},
+    "small": {"channels": (16, 32, 64), "latent_channels": 16},
+}
+
+VIDEO_DENOISER_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"layers": 1, "heads": 2, "head_dim": 12},
+    "small": {"layers": 4, "heads": 4, "head_dim": 32},
+}
+
+
 def preset(presets: dict[str, dict[str, Any]], name: str, kind: str) -> dict[str, Any]:
     """Look up a size preset by name, listing the choices when the name is wrong."""
     if name not in presets:
@@ -163,9 +275,13 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
 __all__ = [
     "CODEC_PRESETS",
     "DENOISER_PRESETS",
+    "VIDEO_CODEC_PRESETS",
+    "VIDEO_DENOISER_PRESETS",
     "CodecConfig",
     "DenoiserConfig",
     "TextConfig",
+    "VideoCodecConfig",
+    "VideoDenoiserConfig",
     "codec_channels_for",
     "from_dict",
     "preset",

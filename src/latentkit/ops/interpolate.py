@@ -181,8 +181,13 @@ def interpolate(
     return result
 
 
-def write_animation(images: list[Image.Image], path: Path, fps: int = 12) -> Path:
-    """GIF or MP4 by suffix (imageio, with imageio-ffmpeg for MP4), written then renamed."""
+def write_animation(
+    images: list[Image.Image], path: Path, fps: int = 12, comment: str | None = None
+) -> Path:
+    """GIF or MP4 by suffix (imageio, with imageio-ffmpeg for MP4), written then renamed.
+
+    `comment` goes into the file itself: the GIF comment extension, or MP4's `comment` tag.
+    """
     import os
     import tempfile
 
@@ -197,9 +202,11 @@ def write_animation(images: list[Image.Image], path: Path, fps: int = 12) -> Pat
     frames = np.stack([np.asarray(im.convert("RGB")) for im in images])
     try:
         if suffix == ".gif":
-            iio.imwrite(tmp, frames, extension=".gif", duration=1000 / fps, loop=0)
+            extra = {"comment": comment.encode()} if comment else {}
+            iio.imwrite(tmp, frames, extension=".gif", duration=1000 / fps, loop=0, **extra)
         else:
-            iio.imwrite(tmp, upscale_for_video(frames), extension=".mp4", fps=fps)
+            extra = {"output_params": ["-metadata", f"comment={comment}"]} if comment else {}
+            iio.imwrite(tmp, upscale_for_video(frames), extension=".mp4", fps=fps, **extra)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
