@@ -884,8 +884,8 @@ def train_evalnet_cmd(
     )
 
 
-from latentkit import cli_finetune  # noqa: E402, F401  (registers train lora/token, lora merge)
-from latentkit import cli_video  # noqa: E402  (video commands live in their own module)
+# Commands that live in their own modules register themselves on the apps above.
+from latentkit import cli_finetune, cli_video  # noqa: E402, F401
 
 cli_video.register(app, train_app)
 
