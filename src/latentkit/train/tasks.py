@@ -15,7 +15,7 @@ from latentkit.diffusion.flow import flow_matching_loss, interpolate, sample_tra
 from latentkit.errors import InvalidArgument
 from latentkit.models.codec import Codec, fit_latent_stats, fit_preview_weights
 from latentkit.models.denoiser import Denoiser
-from latentkit.models.text import PromptEmbeds
+from latentkit.models.text import PromptEmbeds, TextEncoder
 
 
 class LatentSource(Protocol):
@@ -102,6 +102,17 @@ def encode_dataset(codec: Codec, images: ImageSet, device: torch.device, batch: 
         for i in range(0, len(pool), batch)
     ]
     return torch.cat(out)
+
+
+def embed_captions(
+    encoder: TextEncoder, captions: list[str], batch: int = 256
+) -> tuple[PromptEmbeds, Tensor, int]:
+    """Unique captions embedded once; returns their embeddings and each item's row index."""
+    unique = sorted(set(captions) | {""})
+    index = {c: i for i, c in enumerate(unique)}
+    parts = [encoder.encode(unique[i : i + batch]) for i in range(0, len(unique), batch)]
+    rows = torch.tensor([index[c] for c in captions])
+    return PromptEmbeds.cat(parts), rows, index[""]
 
 
 class DenoiserTask:

@@ -75,8 +75,11 @@ class VideoVAETask:
         self.crop = crop
         self.kl_weight = kl_weight
 
-    def loss(self, batch_size: int, generator: torch.Generator) -> Tensor:
-        idx = torch.randint(len(self.clips), (batch_size,), generator=generator)
+    def loss(
+        self, batch_size: int, generator: torch.Generator, part: slice = slice(None)
+    ) -> Tensor:
+        """Draws the whole batch, then trains on the rows `part` selects (see train.loop.Task)."""
+        idx = torch.randint(len(self.clips), (batch_size,), generator=generator)[part]
         start = int(torch.randint(self.clips.shape[1] - self.crop + 1, (1,), generator=generator))
         x = clips_to_tensor(self.clips[idx, start : start + self.crop].numpy()).to(self.device)
         posterior = self.model.encode(x).latent_dist
@@ -160,12 +163,16 @@ class VideoDenoiserTask:
         self.caption_dropout = caption_dropout
         self.image_fraction = image_fraction
 
-    def loss(self, batch_size: int, generator: torch.Generator) -> Tensor:
+    def loss(
+        self, batch_size: int, generator: torch.Generator, part: slice = slice(None)
+    ) -> Tensor:
+        """Draws the whole batch, then trains on the rows `part` selects (see train.loop.Task)."""
         idx = torch.randint(len(self.latents), (batch_size,), generator=generator)
         noise = torch.randn((batch_size, *self.latents.shape[1:]), generator=generator)
         t = sample_training_t(batch_size, generator)
         drop = torch.rand(batch_size, generator=generator) < self.caption_dropout
         pin = torch.rand(batch_size, generator=generator) < self.image_fraction
+        idx, noise, t, drop, pin = (v[part] for v in (idx, noise, t, drop, pin))
         rows = torch.where(drop, torch.full_like(self.rows[idx], self.empty_row), self.rows[idx])
         x0 = self.latents[idx.to(self.device)]
         noise, t, rows, pin = (v.to(self.device) for v in (noise, t, rows, pin))
