@@ -190,7 +190,7 @@ def main() -> None:
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         noise = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(batch))
-        repeats = args.repeats if batch <= 16 else 1
+        repeats = args.repeats if batch <= 64 else 1
         ours_s, ours_img = timed(
             lambda n=noise, b=batch: run_ours(pipe, prompts_for(b), n), repeats
         )
