@@ -23,9 +23,19 @@ def outputs(tmp_path: Path) -> Path:
     return tmp_path / "outputs"
 
 
+@pytest.fixture(scope="module")
+def video_pipe():
+    from video_helpers import tiny_video_bundle
+
+    from latentkit.video_pipeline import VideoPipeline
+
+    return VideoPipeline(tiny_video_bundle(), device="cpu")
+
+
 @pytest.fixture
-def client(pipe, outputs: Path):
-    with TestClient(create_app(outputs=outputs, pipe=pipe, max_upload_bytes=200_000)) as c:
+def client(pipe, video_pipe, outputs: Path):
+    app = create_app(outputs=outputs, pipe=pipe, video_pipe=video_pipe, max_upload_bytes=200_000)
+    with TestClient(app) as c:
         yield c
 
 
@@ -70,7 +80,8 @@ def test_model_info_and_openapi(client: TestClient, pipe) -> None:
     info = client.get("/api/model").json()
     assert info["model"] == pipe.model_id
     assert info["image_size"] == pipe.image_size and info["latent_cell"] == pipe.latent_cell
-    assert "euler" in info["samplers"] and info["video"] is False
+    assert "euler" in info["samplers"] and info["video"] is True
+    assert info["video_model"]["size"] == 16 and info["video_model"]["defaults"]["steps"] == 3
     schema = client.get("/openapi.json").json()
     for path in ["/api/generate", "/api/img2img", "/api/inpaint", "/api/outpaint",
                  "/api/interpolate", "/api/invert", "/api/edit", "/api/directions",
@@ -250,9 +261,49 @@ def test_latent_map_of_gallery(client: TestClient) -> None:
     assert atlas.size == (64, 64)
 
 
-def test_video_is_a_marked_placeholder(client: TestClient) -> None:
-    r = client.post("/api/video", json={"prompt": "x"})
-    assert r.status_code == 501 and "issue 5" in r.json()["error"]
+def test_video_gif_by_id_with_rounded_frames_and_same_bytes_per_seed(
+    client: TestClient, outputs: Path
+) -> None:
+    body = {"prompt": "a red block", "frames": 6, "seed": 3, "steps": 2, "cfg": 2.0}
+    result = done(client, "/api/video", body)
+    assert result["frames"] == 9 and result["recipe"]["frames"] == 9  # 6 -> 1 + 4k
+    gif = client.get(f"/api/files/{result['video']}")
+    assert gif.headers["content-type"] == "image/gif" and gif.content[:3] == b"GIF"
+    with Image.open(io.BytesIO(gif.content)) as im:
+        assert im.n_frames == 9 and im.size == (16, 16)
+        assert json.loads(im.info["comment"])["seed"] == 3
+    sidecar = client.get(f"/api/files/{result['sidecar']}").json()
+    assert sidecar["op"] == "video" and sidecar["steps"] == 2
+    again = done(client, "/api/video", body)
+    assert again["video"] != result["video"]
+    assert client.get(f"/api/files/{again['video']}").content == gif.content
+    # first frame from an upload, recorded by id
+    first = upload(client, png_bytes((16, 16), colour=90))
+    i2v = done(client, "/api/video", {**body, "image": first, "frames": 5})
+    assert i2v["frames"] == 5 and i2v["recipe"]["image"] == first
+
+
+def test_video_bad_inputs_name_the_field(client: TestClient) -> None:
+    bad(client, "/api/video", {"prompt": "x", "frames": 0}, "frames", 422)
+    bad(client, "/api/video", {"prompt": "x", "frames": 1000}, "frames", 422)
+    bad(client, "/api/video", {"prompt": "x", "steps": 0}, "steps", 422)
+    bad(client, "/api/video", {"prompt": "x", "image": "upload-nope.png"}, "image", 404)
+    bad(client, "/api/video", {"prompt": "x", "image": "../etc/passwd"}, "image")
+    bad(client, "/api/video", {"prompt": "x", "image": upload(client, png_bytes((20, 20)))},
+        "image", 400)  # fmt: skip
+    for raw in (b'{"prompt":"x","cfg":NaN}', b'{"prompt":"x","cfg":Infinity}'):
+        r = client.post("/api/video", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["field"] == "cfg", r.text
+
+
+def test_video_model_missing_serves_images_and_answers_501(pipe, tmp_path: Path) -> None:
+    app = create_app(outputs=tmp_path / "out", pipe=pipe, video_model=tmp_path / "no-such-model")
+    with TestClient(app) as c:
+        assert c.get("/api/model").json()["video"] is False
+        r = c.post("/api/video", json={"prompt": "x"})
+        assert r.status_code == 501 and "no video model" in r.json()["error"], r.text
+        r = c.post("/api/generate?wait=true", json={"prompt": "x", "steps": 1})
+        assert r.status_code == 200, r.text
 
 
 # -- bad input: 4xx naming the field, never a 500 ------------------------------------------------
@@ -329,6 +380,7 @@ def test_path_traversal_refused_in_every_id(client: TestClient, outputs: Path, e
         ("/api/directions", {"name": evil, "positive": ["a"], "negative": ["b"]}, "name"),
         ("/api/decode", {"latents": evil}, "latents"),
         ("/api/interpolate", {"keyframes": [{"image": evil}, {"seed": 1}]}, "keyframes.0.image"),
+        ("/api/video", {"image": evil}, "image"),
     ]:
         bad(client, path, body, field, 422)
     from urllib.parse import quote

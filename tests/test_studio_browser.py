@@ -1,6 +1,6 @@
 """The studio page end to end in headless Chromium (Debian's, driven by Playwright for Python):
 generate, inpaint a painted mask, img2img, drag an outpaint edge, scrub an interpolation, move a
-direction slider, map and hover.
+direction slider, map and hover; make a clip on the Video tab.
 
 A screenshot of each step goes to test-artifacts/ (git-ignored); any console error fails the test.
 """
@@ -36,10 +36,13 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server_url(pipe, tmp_path_factory: pytest.TempPathFactory):
     import uvicorn
+    from video_helpers import tiny_video_bundle
 
     from latentkit.server import create_app
+    from latentkit.video_pipeline import VideoPipeline
 
-    app = create_app(outputs=tmp_path_factory.mktemp("studio"), pipe=pipe)
+    video = VideoPipeline(tiny_video_bundle(), device="cpu")
+    app = create_app(outputs=tmp_path_factory.mktemp("studio"), pipe=pipe, video_pipe=video)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -207,4 +210,19 @@ def test_generate_inpaint_interpolate_direction_map(page) -> None:
     )
     wait_done(page)
 
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_video_tab_plays_the_clip(page) -> None:
+    assert page.is_visible("[data-tab=video]")
+    page.click("[data-tab=video]")
+    page.fill("#vid-prompt", "a red block")
+    page.fill("#vid-frames", "6")
+    page.fill("#vid-steps", "2")
+    page.click("#run-video")
+    wait_done(page)
+    page.wait_for_function("document.getElementById('video-clip').naturalWidth > 0")
+    assert page.get_attribute("#video-clip", "src").endswith(".gif")
+    assert page.text_content("#video-info").startswith("9 frames")
+    shot(page, "8-video")
     assert page.errors == []  # type: ignore[attr-defined]

@@ -98,10 +98,42 @@ class Studio:
         queue: JobQueue,
         preview_every: int,
         max_upload_bytes: int,
+        video_model: str | Path | None = None,
+        video_pipe: Any = None,
     ) -> None:
         self.pipe, self.storage, self.queue = pipe, storage, queue
         self.preview_every = preview_every
         self.max_upload_bytes = max_upload_bytes
+        self.video_model = video_model
+        self._video = video_pipe
+        self._video_error: str | None = None
+        self._video_lock = threading.Lock()
+
+    # -- the video model: loaded on first use, once; a missing one only turns video off --------
+
+    def video_pipe(self) -> Any:
+        """The VideoPipeline, or None (with `video_error` saying why) if it cannot load."""
+        with self._video_lock:
+            if self._video is None and self._video_error is None:
+                from latentkit.video_pipeline import VideoPipeline
+
+                try:
+                    video = VideoPipeline.load(self.video_model, device=self.pipe.device)
+                except (LatentkitError, OSError) as e:
+                    self._video_error = str(e)
+                else:
+                    if len(self.queue.threads) > 1:
+                        video.text_encoder = LockedEncoder(video.text_encoder)
+                    self._video = video
+            return self._video
+
+    def require_video(self) -> Any:
+        video = self.video_pipe()
+        if video is None:
+            raise ApiError(
+                501, f"video generation is not available: no video model ({self._video_error})"
+            )
+        return video
 
     # -- checks run before a job is queued -----------------------------------------------------
 
@@ -186,13 +218,20 @@ def create_app(
     device: str | None = None,
     pipe: Pipeline | None = None,
     preview_every: int = 2,
+    video_model: str | Path | None = None,
+    video_pipe: Any = None,
 ) -> FastAPI:
-    """The app `latentkit serve` runs; tests pass a loaded `pipe` to share one tiny model."""
+    """The app `latentkit serve` runs; tests pass a loaded `pipe` to share one tiny model.
+
+    The video model (`video_model`, else $LATENTKIT_VIDEO_MODEL, else the shipped one) loads on
+    first use; if it is missing the server still runs and /api/video answers 501."""
     pipe = pipe if pipe is not None else Pipeline.load(model, device=device)
     if max_concurrent > 1 and not isinstance(pipe.text_encoder, LockedEncoder):
         pipe.text_encoder = LockedEncoder(pipe.text_encoder)
     queue = JobQueue(max_concurrent, on_error=lambda e: error_body(to_api_error(e)))
-    studio = Studio(pipe, Storage(outputs), queue, preview_every, max_upload_bytes)
+    studio = Studio(
+        pipe, Storage(outputs), queue, preview_every, max_upload_bytes, video_model, video_pipe
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -71,9 +71,7 @@ class Job:
         `preview_every` steps (and at the last) a PNG of the latent preview."""
 
         def callback(progress: Progress) -> None:
-            if self.cancel_requested:
-                raise Cancelled
-            self.step, self.total = progress.step + 1, progress.total
+            self._step(progress.step, progress.total)
             if progress.step % preview_every == 0 or self.step == self.total:
                 buf = io.BytesIO()
                 progress.preview[0].save(buf, format="PNG")
@@ -81,6 +79,21 @@ class Job:
             self.touch()
 
         return callback
+
+    def step_callback(self) -> Callable[[Any], None]:
+        """For samplers that report bare steps (the video pipeline's StepInfo): cancel and
+        step/total, no preview."""
+
+        def callback(info: Any) -> None:
+            self._step(info.step, info.total)
+            self.touch()
+
+        return callback
+
+    def _step(self, step: int, total: int) -> None:
+        if self.cancel_requested:
+            raise Cancelled
+        self.step, self.total = step + 1, total
 
 
 class JobQueue:

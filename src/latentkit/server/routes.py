@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import warnings
+from dataclasses import replace
 from typing import Any, Literal
 
 from fastapi import FastAPI, File, Request, UploadFile
@@ -47,6 +48,7 @@ def add_routes(app: FastAPI, st: Studio) -> None:
         from latentkit.pipeline import DEFAULTS
 
         c, b = pipe.codec.config, pipe.bundle
+        vpipe = await asyncio.to_thread(st.video_pipe)
         return {
             "model": pipe.model_id,
             "image_size": pipe.image_size,
@@ -59,7 +61,8 @@ def add_routes(app: FastAPI, st: Studio) -> None:
             "defaults": {**DEFAULTS, **b.sampling},
             "training": b.training,
             "fingerprint": pipe.fingerprint(),
-            "video": False,  # issue 5: becomes True when the video model lands
+            "video": vpipe is not None,
+            "video_model": video_info(vpipe),
         }
 
     @app.post("/api/uploads", status_code=201, tags=["files"])
@@ -449,13 +452,53 @@ def add_routes(app: FastAPI, st: Studio) -> None:
 
         return await st.submit("map", run, wait)
 
-    @app.post("/api/video", tags=["video"])
-    async def video(body: s.VideoRequest) -> JSONResponse:
-        # ---- VIDEO (issue 5) -----------------------------------------------------------------
-        # Video generation is not built yet. When latentkit.ops grows a video op, this endpoint
-        # becomes a job like /api/generate (prompt or first frame, frames) saving an MP4 by id,
-        # and /api/model reports "video": true so the page shows its Video tab.
-        raise ApiError(501, "video generation is not available in this version (issue 5)")
+    @app.post("/api/video", status_code=202, tags=["video"])
+    async def video(body: s.VideoRequest, wait: bool = False) -> JSONResponse:
+        """Text (and optionally a first frame, `image`) to a GIF clip, as `latentkit video`
+        makes it: the recipe rides in the GIF's comment and in a `.gif.json` sidecar."""
+        from latentkit.data.images import load_image
+        from latentkit.video_pipeline import save_clip
+
+        vpipe = await asyncio.to_thread(st.require_video)
+        if body.model is not None and body.model != vpipe.model_id:
+            raise ApiError(400, f"unknown model {body.model!r}; this server's video model is "
+                           f"{vpipe.model_id!r}", "model")  # fmt: skip
+        first = None
+        if body.image is not None:
+            path, (width, height) = st.image(body.image)
+            if (width, height) != (vpipe.size, vpipe.size):
+                raise ApiError(400, f"image is {width}x{height} but the video model makes "
+                               f"{vpipe.size}x{vpipe.size} clips: use a first frame of that "
+                               "size", "image")  # fmt: skip
+            first = load_image(path)
+        args = {
+            "negative_prompt": body.negative_prompt,
+            "steps": body.steps,
+            "cfg": body.cfg,
+            "sampler": body.sampler,
+        }
+        with warnings.catch_warnings():  # the rounded frame count is in the answer
+            warnings.simplefilter("ignore")
+            recipe = vpipe.recipe(body.prompt, seed=body.seed, frames=body.frames, **args)
+
+        def run(job: Job) -> dict[str, Any]:
+            result = vpipe.generate(  # frames already rounded: no warning from a worker
+                body.prompt, frames=recipe.frames, seed=recipe.seed, image=first,
+                image_name=body.image, callback=job.step_callback(), **args,
+            )  # fmt: skip
+            if body.fps is not None:
+                result.recipe = replace(result.recipe, fps=body.fps).validate()
+            meta = {**result.metadata(), "op": "video"}
+            clip_id, clip_path = storage.new_path("video", ".gif")
+            save_clip(result.frames, clip_path, meta, result.recipe.fps)
+            return {
+                "video": clip_id,
+                "sidecar": f"{clip_id}.json",
+                "frames": len(result.frames),
+                "recipe": meta,
+            }
+
+        return await st.submit("video", run, wait)
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -515,6 +558,16 @@ def add_routes(app: FastAPI, st: Studio) -> None:
         return StreamingResponse(
             stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
         )
+
+
+def video_info(vpipe: Any) -> dict[str, Any] | None:
+    """What the page's Video tab offers: the clip size and the video model's defaults."""
+    if vpipe is None:
+        return None
+    from latentkit.video_pipeline import DEFAULTS
+
+    defaults = {**DEFAULTS, **vpipe.bundle.sampling, "frames": vpipe.codec.config.frames}
+    return {"model": vpipe.model_id, "size": vpipe.size, "defaults": defaults}
 
 
 def too_large_message(size: int, cap: int) -> str:

@@ -165,8 +165,16 @@ class MapRequest(Body):
 
 
 class VideoRequest(Body):
-    """Placeholder until video (issue 5) lands: the endpoint answers 501."""
+    """Text to a clip, or text plus a first frame (`image`, the video model's frame size)."""
 
     prompt: Prompt = ""
-    image: FileId | None = None
-    frames: int = Field(default=16, ge=2, le=256)
+    negative_prompt: Prompt = ""
+    image: FileId | None = Field(default=None, description="First frame: an upload/gallery id.")
+    frames: int | None = Field(
+        default=None, ge=1, le=257, description="Rounded up to 1 + a multiple of 4."
+    )
+    seed: Seed = None
+    steps: Steps = None
+    cfg: Cfg = None
+    sampler: Sampler = None
+    fps: int | None = Field(default=None, ge=1, le=60)

@@ -420,6 +420,21 @@ async function pickMapPoint(point, dot) {
   }
 }
 
+// ---- video -------------------------------------------------------------------------------------
+
+async function video() {
+  const num = (id) => ($(id).value === "" ? null : Number($(id).value));
+  const body = { prompt: $("vid-prompt").value, frames: num("vid-frames"), seed: num("vid-seed"),
+    steps: num("vid-steps"), cfg: num("vid-cfg") };
+  if ($("vid-first").checked) body.image = needCurrent();
+  const result = await runJob("api/video", body);
+  $("video-clip").src = fileUrl(result.video);
+  $("video-clip").hidden = false;
+  $("video-link").href = fileUrl(result.video);
+  $("video-link").hidden = false;
+  $("video-info").textContent = `${result.frames} frames, seed ${result.recipe.seed}`;
+}
+
 // ---- tabs, keyboard, start-up ------------------------------------------------------------------
 
 function showTab(name) {
@@ -438,6 +453,12 @@ async function start() {
   const sizes = [1, 2].map((k) => model.image_size * k);
   $("size").replaceChildren(...sizes.map((s) => new Option(`${s}x${s}`, `${s}x${s}`)));
   document.querySelector('[data-tab="video"]').hidden = !model.video;
+  if (model.video) {
+    const d = model.video_model.defaults;
+    $("vid-frames").value = d.frames;
+    $("vid-steps").value = d.steps;
+    $("vid-cfg").value = d.cfg;
+  }
   newSeed();
   for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => showTab(b.dataset.tab));
   action("generate", generate);
@@ -449,6 +470,7 @@ async function start() {
   action("make-direction", makeDirection);
   action("run-edit", edit);
   action("run-map", buildMap);
+  action("run-video", video);
   $("new-seed").addEventListener("click", newSeed);
   $("reuse").addEventListener("click", reuse);
   $("clear-mask").addEventListener("click", clearMask);
