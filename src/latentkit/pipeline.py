@@ -38,6 +38,17 @@ MAX_BATCH = 4096
 DEFAULTS = {"steps": 25, "cfg": 4.0, "sampler": "euler", "shift": 1.0}
 
 
+def check_sampling_fields(recipe: Any) -> None:
+    """Checks every recipe shares, image or video: prompts, seed, steps, cfg, shift, sampler."""
+    check_prompt(recipe.prompt)
+    check_prompt(recipe.negative_prompt)
+    check_seed(recipe.seed)
+    check_positive_int("steps", recipe.steps)
+    check_finite("cfg", recipe.cfg, low=0.0)
+    check_finite("shift", recipe.shift, low=1e-3)
+    get_sampler(recipe.sampler)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Everything that decides a generation; written into PNG metadata so it can be replayed."""
@@ -54,18 +65,12 @@ class Recipe:
     shift: float = 1.0
 
     def validate(self) -> Recipe:
-        check_prompt(self.prompt)
-        check_prompt(self.negative_prompt)
-        check_seed(self.seed)
-        check_positive_int("steps", self.steps)
+        check_sampling_fields(self)
         check_positive_int("n", self.n)
         if self.n > MAX_BATCH:
             raise InvalidArgument(f"n must be at most {MAX_BATCH}, got {self.n}")
         if self.seed + self.n - 1 > MAX_SEED:
             raise InvalidArgument(f"seed + n - 1 must be at most 2^63-1, got seed {self.seed}")
-        check_finite("cfg", self.cfg, low=0.0)
-        check_finite("shift", self.shift, low=1e-3)
-        get_sampler(self.sampler)
         return self
 
     def for_image(self, i: int) -> Recipe:

@@ -31,13 +31,12 @@ from latentkit.errors import (
     InvalidArgument,
     LatentkitError,
     ModelFileError,
-    check_finite,
     check_positive_int,
-    check_seed,
 )
-from latentkit.models.text import PromptEmbeds, check_prompt, load_text_encoder
+from latentkit.models.text import PromptEmbeds, load_text_encoder
 from latentkit.models.video_codec import valid_frames
 from latentkit.models.video_denoiser import pinned_times
+from latentkit.pipeline import check_sampling_fields
 from latentkit.video_bundle import VideoBundle, load_video_bundle
 
 MODEL_ENV = "LATENTKIT_VIDEO_MODEL"
@@ -61,17 +60,11 @@ class VideoRecipe:
     image: str | None = None  # the first frame's file, for image-to-video
 
     def validate(self) -> VideoRecipe:
-        check_prompt(self.prompt)
-        check_prompt(self.negative_prompt)
-        check_seed(self.seed)
-        check_positive_int("steps", self.steps)
+        check_sampling_fields(self)
         check_positive_int("frames", self.frames)
         check_positive_int("fps", self.fps)
         if self.frames > MAX_FRAMES:
             raise InvalidArgument(f"frames must be at most {MAX_FRAMES}, got {self.frames}")
-        check_finite("cfg", self.cfg, low=0.0)
-        check_finite("shift", self.shift, low=1e-3)
-        get_sampler(self.sampler)
         return self
 
     def to_dict(self) -> dict[str, Any]:

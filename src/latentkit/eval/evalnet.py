@@ -109,15 +109,8 @@ class EvalNetwork(nn.Module):
 
     @torch.no_grad()
     def text_features(self, prompts: Sequence[str]) -> Tensor:
-        from latentkit.config import TextConfig
-        from latentkit.models.text import load_text_encoder
-
-        encoder = load_text_encoder(TextConfig())
-        pooled = torch.cat(
-            [encoder.encode(list(prompts[i : i + 256])).pooled for i in range(0, len(prompts), 256)]
-        )
         device = next(self.parameters()).device
-        return self.encode_pooled(pooled.to(device)).float().cpu()
+        return self.encode_pooled(pooled_captions(prompts).to(device)).float().cpu()
 
     def similarity(self, images: ImagesLike, prompts: Sequence[str]) -> Tensor:
         """Cosine similarity [n_images, n_prompts]."""
@@ -125,6 +118,16 @@ class EvalNetwork(nn.Module):
 
 
 ImagesLike = Tensor | np.ndarray | Sequence[Image.Image]
+
+
+def pooled_captions(captions: Sequence[str], batch: int = 256) -> Tensor:
+    """MiniLM's pooled vectors [N, 384] for the captions, from the shared encoder."""
+    from latentkit.config import TextConfig
+    from latentkit.models.text import load_text_encoder
+
+    encoder = load_text_encoder(TextConfig())
+    starts = range(0, len(captions), batch)
+    return torch.cat([encoder.encode(list(captions[i : i + batch])).pooled for i in starts])
 
 
 def to_network_input(images: ImagesLike, size: int) -> Tensor:

@@ -128,16 +128,16 @@ def generate_for_prompts(
         recipe = pipe.recipe(
             chunk[0], seed=seed, steps=settings.steps, cfg=settings.cfg, sampler=settings.sampler
         )
-        recipe = replace(recipe, n=len(chunk))
-        shape = pipe.latent_shape(recipe.height, recipe.width)
-        gens = [torch.Generator("cpu").manual_seed(seed) for _ in chunk]
+        # One noise source per prompt, each seeded as a one-image generate(seed=seed) would be.
+        sources = [pipe.initial_noise(recipe) for _ in chunk]
 
-        def draw(gens=gens, shape=shape) -> Tensor:
-            return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(
-                pipe.device, pipe.dtype
-            )
+        def draw(sources=sources) -> Tensor:
+            return torch.cat([fresh() for _, fresh in sources])
 
-        latents = pipe.sample(recipe, draw(), draw, cond=pipe.encode_prompt(chunk))
+        x = torch.cat([start for start, _ in sources])
+        latents = pipe.sample(
+            replace(recipe, n=len(chunk)), x, draw, cond=pipe.encode_prompt(chunk)
+        )
         out.append(tensor_to_uint8(pipe.decode(latents)))
     return np.concatenate(out)
 

@@ -17,11 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from latentkit.config import TextConfig
 from latentkit.data.images import ImageSet
-from latentkit.eval.evalnet import EvalNetConfig, EvalNetwork, save_eval_network, to_network_input
+from latentkit.eval.evalnet import (
+    EvalNetConfig,
+    EvalNetwork,
+    pooled_captions,
+    save_eval_network,
+    to_network_input,
+)
 from latentkit.eval.metrics import retrieval_accuracy
-from latentkit.models.text import load_text_encoder
 from latentkit.train.loop import TrainConfig, train
 
 
@@ -74,13 +78,6 @@ class EvalNetTask:
         image = self.net.encode_pixels(x)
         text = self.net.encode_pooled(self.pooled[idx[part]].to(self.device))
         return clip_loss(image, text, self.net.logit_scale)
-
-
-def pooled_captions(captions: list[str]) -> Tensor:
-    encoder = load_text_encoder(TextConfig())
-    return torch.cat(
-        [encoder.encode(captions[i : i + 256]).pooled for i in range(0, len(captions), 256)]
-    )
 
 
 def train_eval_network(
