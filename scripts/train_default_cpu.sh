@@ -2,6 +2,8 @@
 # The exact commands that trained the shipped CPU preview model (2 CPU cores, no GPU).
 # The VAE ran 10 minutes, then was resumed to a 30-minute total; the denoiser ran 30 minutes,
 # then was resumed to a 55-minute total (--minutes counts the whole run, across resumes).
+# Then the denoiser trained 80 more minutes from those weights (--init) on several phrasings of
+# each caption (--captions rich: the name, CLDR/emojilib keywords, aliases).
 set -euo pipefail
 latentkit train vae --out runs/cpu-vae --size 32 --factor 4 --preset small \
   --steps 100000 --minutes 10 --batch 32 --checkpoint-every 200
@@ -11,4 +13,7 @@ latentkit train denoiser --codec runs/cpu-vae --out runs/cpu-model --preset smal
   --steps 100000 --minutes 30 --batch 32 --lr 6e-4 --ema 0.998 --checkpoint-every 200
 latentkit train denoiser --codec runs/cpu-vae --out runs/cpu-model --preset small \
   --steps 100000 --minutes 55 --batch 32 --lr 6e-4 --ema 0.998 --checkpoint-every 200 --resume
-python scripts/ship_model.py runs/cpu-model src/latentkit/weights/default
+latentkit train denoiser --codec runs/cpu-vae --init runs/cpu-model --captions rich \
+  --out runs/cpu-rich2 --preset small --steps 100000 --minutes 80 --batch 32 --lr 4e-4 \
+  --ema 0.998 --checkpoint-every 200
+python scripts/ship_model.py runs/cpu-rich2 src/latentkit/weights/default

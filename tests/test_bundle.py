@@ -124,3 +124,14 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path: Path) -> Non
     atomic_save_tensors({"a": torch.zeros(1)}, tmp_path / "x.safetensors")
     for name in ("x.json", "x.safetensors"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == FILE_MODE == 0o666 & ~umask
+
+
+def test_image_loader_names_a_video_model_for_what_it_is(capsys) -> None:
+    from latentkit.cli import main
+    from latentkit.video_pipeline import default_video_model_path
+
+    with pytest.raises(ModelFileError, match="is a video model, not an image model"):
+        load_bundle(default_video_model_path())
+    code = main(["generate", "a cat", "--model", str(default_video_model_path()), "--out", "x.png"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is a video model" in err and "Traceback" not in err

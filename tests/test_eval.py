@@ -225,3 +225,18 @@ def test_codec_report_compares_with_pca_and_renders_markdown(pipe) -> None:
 def test_eval_cli_refuses_bad_seeds(seeds, capsys) -> None:
     assert main(["eval", "--seeds", seeds]) == 2
     assert "seed" in capsys.readouterr().err
+
+
+def test_roundtrip_own_emoji_is_one_for_a_lossless_codec_and_low_for_a_blind_one() -> None:
+    from types import SimpleNamespace
+
+    from latentkit.eval.evaluate import roundtrip_own_emoji
+
+    torch.manual_seed(0)
+    net = EvalNetwork(TINY).eval()
+    reference = fake_reference(net)
+    prompt_set = PromptSet("set", [f"caption {i}" for i in range(8)], np.arange(8))
+    lossless = SimpleNamespace(encode=lambda x: x, decode=lambda z: z)
+    assert roundtrip_own_emoji(lossless, net, prompt_set, reference) == 1.0
+    blind = SimpleNamespace(encode=lambda x: x, decode=lambda z: torch.zeros_like(z))
+    assert roundtrip_own_emoji(blind, net, prompt_set, reference) <= 1 / 8

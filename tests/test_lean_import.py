@@ -8,6 +8,9 @@ import sys
 import latentkit.models.codec, latentkit.models.denoiser
 loaded = [m for m in sys.modules if m.startswith("diffusers.models.autoencoders.")]
 assert "diffusers.models.autoencoders.autoencoder_kl_ltx" not in loaded, loaded
+assert "diffusers.models.unets.unet_3d_condition" not in sys.modules
+from diffusers import UNet2DConditionModel
+from diffusers.models.unets import UNet3DConditionModel
 from diffusers import AutoencoderKLLTXVideo, PixArtTransformer2DModel
 from diffusers.models.autoencoders import AutoencoderKL
 assert AutoencoderKL is latentkit.models.codec.AutoencoderKL
@@ -20,3 +23,34 @@ def test_unused_diffusers_models_load_only_when_asked_for() -> None:
     result = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "AutoencoderKLLTXVideo"
+
+
+PEFT_CHECK = """
+import sys
+import torch
+import latentkit.models.codec, latentkit.models.denoiser
+assert "peft" not in sys.modules, "peft imported at start-up"
+from diffusers.utils import is_peft_available
+from diffusers.loaders import lora_base
+from diffusers.hooks import layerwise_casting
+assert is_peft_available()
+assert not isinstance(torch.nn.Linear(2, 2), lora_base.BaseTunerLayer)
+assert "peft" not in sys.modules, "an isinstance check imported peft"
+from peft import LoraConfig, inject_adapter_in_model
+plain = torch.nn.Sequential(torch.nn.Linear(2, 2))
+layer = inject_adapter_in_model(LoraConfig(r=2, target_modules=["0"]), plain)[0]
+assert isinstance(layer, lora_base.BaseTunerLayer)
+assert isinstance(layer, layerwise_casting.BaseTunerLayer)
+assert issubclass(type(layer), lora_base.BaseTunerLayer)
+assert layerwise_casting._SHOULD_DISABLE_PEFT_INPUT_AUTOCAST
+with layerwise_casting.disable_input_dtype_casting(layer):
+    pass
+print("ok")
+"""
+
+
+def test_peft_stays_out_of_start_up_and_diffusers_still_sees_it() -> None:
+    """diffusers' peft checks keep working after start-up skipped importing peft."""
+    result = subprocess.run([sys.executable, "-c", PEFT_CHECK], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

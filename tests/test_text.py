@@ -56,3 +56,22 @@ def test_bad_prompts(encoder) -> None:
 def test_unknown_encoder_name() -> None:
     with pytest.raises(InvalidArgument, match="unknown text encoder 'clip'"):
         load_text_encoder(TextConfig(name="clip"))
+
+
+def test_a_full_cache_never_drops_a_prompt_the_same_call_needs(encoder) -> None:
+    """A batch mixing cached and new prompts past the cache size: each row is its own prompt."""
+    import copy
+    from collections import OrderedDict
+
+    small = copy.copy(encoder)
+    small._cache, small._cache_size = OrderedDict(), 2
+    small.encode(["a red apple", "a blue car"])
+    batch = ["a red apple", "a green tree", "a dog", "a blue car"]
+    out = small.encode(batch)
+    assert len(small._cache) == 2
+    for i, prompt in enumerate(batch):
+        alone = encoder.encode([prompt])
+        assert torch.allclose(out.pooled[i], alone.pooled[0], atol=1e-5)
+    small.reserve(10)
+    small.encode([f"prompt {i}" for i in range(8)])
+    assert len(small._cache) == 10

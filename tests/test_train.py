@@ -136,3 +136,33 @@ def test_empty_data_folder(tmp_path: Path, capsys) -> None:
     (tmp_path / "empty").mkdir()
     code = main(["train", "vae", "--out", str(tmp_path / "o"), "--data", str(tmp_path / "empty")])
     assert code == 2 and "no images" in capsys.readouterr().err.lower()
+
+
+def test_init_starts_from_the_given_denoiser(trained_vae, tmp_path: Path) -> None:
+    folder, vae = trained_vae
+    first = train_denoiser(vae, str(folder), tmp_path / "a", cfg(steps=20), preset_name="tiny")
+    # lr 1e-12 leaves the weights where they start: equal to `first`, not to a fresh init.
+    same = train_denoiser(vae, str(folder), tmp_path / "b", cfg(steps=1, lr=1e-12, ema_decay=0.0),
+                          preset_name="tiny", init=first)  # fmt: skip
+    a, b = load_bundle(first).denoiser.state_dict(), load_bundle(same).denoiser.state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    info = load_bundle(same).training["denoiser"]["init"]
+    assert info["training"]["steps"] == 20 and len(info["sha256"]) == 64
+
+
+def test_init_with_another_preset_is_refused(trained_vae, tmp_path: Path) -> None:
+    folder, vae = trained_vae
+    first = train_denoiser(vae, str(folder), tmp_path / "a", cfg(steps=1), preset_name="tiny")
+    with pytest.raises(InvalidArgument, match=r"--init .* has denoiser config"):
+        train_denoiser(vae, str(folder), tmp_path / "b", cfg(steps=1), preset_name="small",
+                       init=first)  # fmt: skip
+
+
+def test_rich_captions_need_openmoji(trained_vae, tmp_path: Path) -> None:
+    folder, vae = trained_vae
+    with pytest.raises(InvalidArgument, match="--captions rich needs --data openmoji"):
+        train_denoiser(vae, str(folder), tmp_path / "d", cfg(steps=1), preset_name="tiny",
+                       captions="rich")  # fmt: skip
+    with pytest.raises(InvalidArgument, match="--captions must be one of name, rich"):
+        train_denoiser(vae, str(folder), tmp_path / "d", cfg(steps=1), preset_name="tiny",
+                       captions="fancy")  # fmt: skip

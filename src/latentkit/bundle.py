@@ -8,10 +8,12 @@ sha256, is written last, so an interrupted save is caught at load time, never ha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,29 +99,62 @@ def sha256_of(path: Path) -> str:
 
 def save_bundle(bundle: Bundle, path: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Save weights (cast to `dtype` if given, e.g. fp16 for shipping) and the manifest."""
-    root = Path(path)
-    root.mkdir(parents=True, exist_ok=True)
     codec = bundle.codec
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "name": bundle.name,
-        "codec": {
-            "config": to_dict(codec.config),
+    return write_model_folder(
+        path,
+        head={"name": bundle.name},
+        codec=codec,
+        codec_fields={
             "latent_shift": codec.latent_shift.tolist(),
             "latent_scale": codec.latent_scale.tolist(),
             "preview_weights": codec.preview_weights.tolist(),
+        },
+        text=bundle.text,
+        denoiser=bundle.denoiser,
+        sampling=bundle.sampling,
+        training=bundle.training,
+        dtype=dtype,
+    )
+
+
+def write_model_folder(
+    path: str | Path,
+    *,
+    head: dict[str, Any],
+    codec: nn.Module,
+    codec_fields: dict[str, Any],
+    text: TextConfig,
+    denoiser: nn.Module | None,
+    sampling: dict[str, Any],
+    training: dict[str, Any],
+    dtype: torch.dtype | None,
+) -> Path:
+    """The one folder layout of image and video models: diffusers subfolders, manifest last.
+
+    `codec` and `denoiser` are our wrappers (`.config`, and the diffusers module in `.vae` and
+    `.net`). The manifest is written after every weight file, so a folder whose save was cut
+    short has no manifest naming files that are not all there.
+    """
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **head,
+        "codec": {
+            "config": to_dict(codec.config),
+            **codec_fields,
             **_save_component(codec.vae, root / CODEC_DIR, dtype),
         },
-        "text_encoder": {"config": to_dict(bundle.text)},
+        "text_encoder": {"config": to_dict(text)},
         "denoiser": None,
-        "sampling": bundle.sampling,
-        "training": bundle.training,
+        "sampling": sampling,
+        "training": training,
     }
-    if bundle.denoiser is not None:
+    if denoiser is not None:
         manifest["denoiser"] = {
-            "config": to_dict(bundle.denoiser.config),
-            **_save_component(bundle.denoiser.net, root / DENOISER_DIR, dtype),
+            "config": to_dict(denoiser.config),
+            **_save_component(denoiser.net, root / DENOISER_DIR, dtype),
         }
     atomic_write_bytes(root / MANIFEST, json.dumps(manifest, indent=2).encode())
     return root
@@ -163,7 +198,12 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 def load_bundle(path: str | Path) -> Bundle:
     root = Path(path)
     manifest = read_manifest(root)
-    try:
+    if manifest.get("kind") == "video":
+        raise ModelFileError(
+            f"{root} is a video model, not an image model: use it with `latentkit video --model "
+            f"{root}` (or latentkit.video_pipeline)"
+        )
+    with reading_model_files(root):
         codec_entry = manifest["codec"]
         codec = Codec(from_dict(CodecConfig, codec_entry["config"]))
         codec.vae.load_state_dict(_load_weights(root, codec_entry, "codec"))
@@ -175,15 +215,7 @@ def load_bundle(path: str | Path) -> Bundle:
             denoiser = Denoiser(from_dict(DenoiserConfig, entry["config"]))
             denoiser.net.load_state_dict(_load_weights(root, entry, "denoiser"))
         text = from_dict(TextConfig, manifest["text_encoder"]["config"])
-    except (KeyError, TypeError) as e:
-        raise ModelFileError(f"{root / MANIFEST} is missing or has a malformed entry {e}") from None
-    except RuntimeError as e:  # load_state_dict: missing keys or wrong shapes
-        first = str(e).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])
-        raise ModelFileError(f"weights in {root} do not match latentkit.json: {detail}") from None
-    except LatentkitError as e:
-        raise ModelFileError(f"{root / MANIFEST}: {e}") from None
-    model_id = f"{manifest.get('name', 'model')}@{_short_id(manifest)}"
+    model_id = model_id_of(manifest, "model")
     return Bundle(
         codec=codec.eval(),
         text=text,
@@ -195,11 +227,27 @@ def load_bundle(path: str | Path) -> Bundle:
     )
 
 
-def _short_id(manifest: dict[str, Any]) -> str:
+@contextlib.contextmanager
+def reading_model_files(root: Path) -> Iterator[None]:
+    """Whatever a malformed manifest or mismatched weights raise becomes one ModelFileError."""
+    try:
+        yield
+    except (KeyError, TypeError) as e:
+        raise ModelFileError(f"{root / MANIFEST} is missing or has a malformed entry {e}") from None
+    except RuntimeError as e:  # load_state_dict: missing keys or wrong shapes
+        detail = " ".join(line.strip() for line in str(e).strip().splitlines()[:3])
+        raise ModelFileError(f"weights in {root} do not match latentkit.json: {detail}") from None
+    except LatentkitError as e:
+        raise ModelFileError(f"{root / MANIFEST}: {e}") from None
+
+
+def model_id_of(manifest: dict[str, Any], default_name: str) -> str:
+    """name@12 hex digits of the weights' checksums: changes whenever any weight does."""
     parts = [manifest["codec"]["sha256"]]
     if manifest.get("denoiser"):
         parts.append(manifest["denoiser"]["sha256"])
-    return hashlib.sha256("".join(parts).encode()).hexdigest()[:12]
+    short = hashlib.sha256("".join(parts).encode()).hexdigest()[:12]
+    return f"{manifest.get('name', default_name)}@{short}"
 
 
 def _load_weights(root: Path, entry: dict[str, Any], what: str) -> dict[str, torch.Tensor]:

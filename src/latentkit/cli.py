@@ -836,6 +836,13 @@ def train_denoiser_cmd(
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 5e-4,
     ema: Annotated[float, typer.Option(help="EMA decay.")] = 0.999,
     caption_dropout: Annotated[float, typer.Option(help="Share of empty captions.")] = 0.1,
+    captions: Annotated[
+        str,
+        typer.Option(help="name: each emoji's name; rich: also keywords and aliases (OpenMoji)."),
+    ] = "name",
+    init: Annotated[
+        Path | None, typer.Option(help="Model folder whose denoiser (same preset) to start from.")
+    ] = None,
     seed: Seed = 0,
     checkpoint_every: Every = 500,
     resume: Resume = False,
@@ -852,7 +859,7 @@ def train_denoiser_cmd(
     )  # fmt: skip
     path = train_denoiser(
         codec, data, out, cfg, preset_name=preset, resume=resume, device=device,
-        caption_dropout=caption_dropout,
+        caption_dropout=caption_dropout, captions=captions, init=init,
     )  # fmt: skip
     typer.echo(f"wrote {path}")
 

@@ -106,20 +106,43 @@ class ShardedLatents:
 
 
 class MemoryLatents:
-    """The same interface over latents already in memory (one size), e.g. the OpenMoji set."""
+    """The same interface over latents already in memory (one size), e.g. the OpenMoji set.
 
-    def __init__(self, latents: Tensor, captions: list[str]) -> None:
+    `phrasings`, when given, holds other captions for each item: a draw then uses one of them
+    instead of the caption with probability `rephrase`, chosen by the same generator.
+    """
+
+    def __init__(
+        self,
+        latents: Tensor,
+        captions: list[str],
+        phrasings: list[list[str]] | None = None,
+        rephrase: float = 0.5,
+    ) -> None:
         if len(latents) == 0:
             raise InvalidArgument("no training images")
+        if phrasings is not None and len(phrasings) != len(captions):
+            raise InvalidArgument(
+                f"{len(phrasings)} phrasing lists for {len(captions)} captions; need one each"
+            )
         self.latents = latents
         self.captions = captions
+        self.phrasings = phrasings
+        self.rephrase = rephrase
 
     def __len__(self) -> int:
         return len(self.latents)
 
     def draw(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, list[str]]:
         idx = torch.randint(len(self.latents), (batch_size,), generator=generator)
-        return self.latents[idx], [self.captions[j] for j in idx.tolist()]
+        captions = [self.captions[j] for j in idx.tolist()]
+        if self.phrasings is not None:
+            swap = (torch.rand(batch_size, generator=generator) < self.rephrase).tolist()
+            pick = torch.randint(1 << 30, (batch_size,), generator=generator).tolist()
+            for i, j in enumerate(idx.tolist()):
+                if swap[i] and self.phrasings[j]:
+                    captions[i] = self.phrasings[j][pick[i] % len(self.phrasings[j])]
+        return self.latents[idx], captions
 
 
 __all__ = [

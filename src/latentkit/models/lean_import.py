@@ -10,12 +10,18 @@ still works afterwards, exactly as before.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
 import types
+from collections.abc import Iterator
 
-HEAVY_PACKAGES = ("diffusers.models.autoencoders", "diffusers.models.transformers")
+HEAVY_PACKAGES = (
+    "diffusers.models.autoencoders",
+    "diffusers.models.transformers",
+    "diffusers.models.unets",
+)
 
 
 class _DeferredPackage(types.ModuleType):
@@ -45,8 +51,83 @@ def _defer(package: str) -> None:
         parent_module.__dict__.setdefault(child, module)
 
 
+# Names that diffusers modules import from peft only when `is_peft_available()` at import time.
+PEFT_NAMES = {
+    "diffusers.loaders.lora_base": {"BaseTunerLayer": "peft.tuners.tuners_utils"},
+    "diffusers.hooks.layerwise_casting": {
+        "BaseTunerLayer": "peft.tuners.tuners_utils",
+        "disable_input_dtype_casting": "peft.helpers",
+    },
+}
+
+
+class _PeftClassProxy(type):
+    """Stands in for a peft class in isinstance checks, importing peft only if it is loaded.
+
+    An object can only be an instance of a peft class once peft has been imported, so while it
+    has not been, the answer is False without paying for the import.
+    """
+
+    def __instancecheck__(cls, obj: object) -> bool:
+        return "peft" in sys.modules and isinstance(obj, cls._latentkit_real())
+
+    def __subclasscheck__(cls, sub: type) -> bool:
+        return "peft" in sys.modules and issubclass(sub, cls._latentkit_real())
+
+
+def _lazy_peft_name(module: str, name: str):
+    def real():
+        return getattr(importlib.import_module(module), name)
+
+    if name[0].isupper():
+        return _PeftClassProxy(name, (), {"_latentkit_real": staticmethod(real)})
+
+    def call(*args, **kwargs):
+        return real()(*args, **kwargs)
+
+    return call
+
+
+def _restore_peft_names(flag: bool) -> None:
+    """Give modules imported while peft was hidden the peft names they skipped, lazily."""
+    for module_name, names in PEFT_NAMES.items():
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        for name, source in names.items():
+            if name not in module.__dict__:
+                setattr(module, name, _lazy_peft_name(source, name))
+        if hasattr(module, "_SHOULD_DISABLE_PEFT_INPUT_AUTOCAST"):
+            module._SHOULD_DISABLE_PEFT_INPUT_AUTOCAST = flag
+
+
+@contextlib.contextmanager
+def _peft_hidden_from_import_time_checks() -> Iterator[None]:
+    """Let diffusers' modules import as if peft were absent, then give them peft back, lazily.
+
+    `diffusers.hooks.layerwise_casting` and `diffusers.loaders.lora_base`, which every diffusers
+    model imports, import peft (and through it transformers' auto classes) at import time when
+    peft is installed: about 3 s of a cold `latentkit generate` that never uses LoRA. They use
+    peft only for isinstance checks and one context manager, so those names are put back as
+    lazy stand-ins (`PEFT_NAMES`), and `is_peft_available()` answers True again afterwards.
+    """
+    if any(name in sys.modules for name in PEFT_NAMES) or "peft" in sys.modules:
+        yield
+        return
+    flags = importlib.import_module("diffusers.utils.import_utils")
+    saved = flags._peft_available
+    flags._peft_available = False
+    try:
+        yield
+    finally:
+        flags._peft_available = saved
+        if saved:
+            _restore_peft_names(saved)
+
+
 def diffusers_class(module: str, name: str) -> type:
     """`diffusers_class("models.autoencoders.autoencoder_kl", "AutoencoderKL")`."""
     for package in HEAVY_PACKAGES:
         _defer(package)
-    return getattr(importlib.import_module(f"diffusers.{module}"), name)
+    with _peft_hidden_from_import_time_checks():
+        return getattr(importlib.import_module(f"diffusers.{module}"), name)

@@ -131,12 +131,13 @@ class MiniLMEncoder:
     def encode(self, prompts: list[str]) -> PromptEmbeds:
         if isinstance(prompts, str):
             prompts = [prompts]
-        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
-        if missing:
-            self._encode_uncached(missing)
-        rows = [self._cache[p] for p in prompts]
-        for p in prompts:
+        found = {p: self._cache[p] for p in dict.fromkeys(prompts) if p in self._cache}
+        for p in found:
             self._cache.move_to_end(p)
+        missing = [p for p in dict.fromkeys(prompts) if p not in found]
+        if missing:  # rows are taken from `found`, so eviction below cannot drop one in use
+            found.update(self._encode_uncached(missing))
+        rows = [found[p] for p in prompts]
         return PromptEmbeds(
             torch.stack([r[0] for r in rows]),
             torch.stack([r[1] for r in rows]),
@@ -147,8 +148,12 @@ class MiniLMEncoder:
         """Forget every cached prompt (benchmarks use it to time encoding honestly)."""
         self._cache.clear()
 
+    def reserve(self, prompts: int) -> None:
+        """Keep at least this many prompts cached, e.g. every caption of a training set."""
+        self._cache_size = max(self._cache_size, prompts)
+
     @torch.no_grad()
-    def _encode_uncached(self, prompts: list[str]) -> None:
+    def _encode_uncached(self, prompts: list[str]) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
         window = self.config.max_tokens
         for p in prompts:
             check_prompt(p)
@@ -164,10 +169,12 @@ class MiniLMEncoder:
         mask = batch["attention_mask"]
         pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        for i, p in enumerate(prompts):
-            self._cache[p] = (states[i].clone(), mask[i].clone(), pooled[i].clone())
+        fresh = {p: (states[i].clone(), mask[i].clone(), pooled[i].clone())
+                 for i, p in enumerate(prompts)}  # fmt: skip
+        self._cache.update(fresh)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
+        return fresh
 
 
 def refuse_known_tokens(tokenizer, tokens: list[str]) -> None:

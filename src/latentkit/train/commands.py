@@ -27,6 +27,7 @@ from latentkit.config import (
     to_dict,
 )
 from latentkit.data.buckets import MemoryLatents
+from latentkit.errors import InvalidArgument
 from latentkit.models.codec import Codec
 from latentkit.models.denoiser import Denoiser
 from latentkit.models.text import load_text_encoder
@@ -122,7 +123,11 @@ def train_denoiser(
     resume: bool = False,
     device: str | None = None,
     caption_dropout: float = 0.1,
+    captions: str = "name",
+    init: Path | None = None,
 ) -> Path:
+    """`captions="rich"` also trains on other phrasings of each OpenMoji caption; `init` starts
+    from another model's denoiser (same configuration) instead of from scratch."""
     dev = pick_device(device)
     base = load_bundle(codec_dir)
     codec = base.codec.to(dev)
@@ -138,7 +143,12 @@ def train_denoiser(
     )
     encoder = load_text_encoder(base.text)
     denoiser = seeded(cfg.seed, Denoiser, config)
-    source = MemoryLatents(latents, images.captions)
+    if init is not None:
+        denoiser.load_state_dict(initial_denoiser(init, config).state_dict())
+    phrasings = training_phrasings(data, images, captions)
+    source = MemoryLatents(latents, images.captions, phrasings)
+    if phrasings is not None and hasattr(encoder, "reserve"):
+        encoder.reserve(len(images) + sum(map(len, phrasings)) + 1)
     task = DenoiserTask(denoiser, denoiser, source, encoder.encode, dev, caption_dropout)
     training = dict(base.training)
 
@@ -149,6 +159,9 @@ def train_denoiser(
         if result is not None:
             info["denoiser"] = provenance("denoiser", data, len(images), cfg, result, dev)
             info["denoiser"]["caption_dropout"] = caption_dropout
+            info["denoiser"]["captions"] = captions
+            if init is not None:
+                info["denoiser"]["init"] = initial_provenance(init)
             info["denoiser"]["denoiser_config"] = to_dict(config)
         bundle = replace(
             base, codec=codec.cpu(), denoiser=final.cpu(), name=out.name, training=info
@@ -167,6 +180,49 @@ def train_denoiser(
         on_checkpoint=lambda ema, step: write_bundle(ema),
     )
     return write_bundle(result.ema, result) if processes().is_main else out
+
+
+CAPTION_STYLES = ("name", "rich")
+
+
+def training_phrasings(data: str, images, style: str) -> list[list[str]] | None:
+    """Other phrasings per image for `--captions rich` (OpenMoji only: they come from its names)."""
+    if style not in CAPTION_STYLES:
+        raise InvalidArgument(
+            f"--captions must be one of {', '.join(CAPTION_STYLES)}, got {style!r}"
+        )
+    if style == "name":
+        return None
+    if data != "openmoji":
+        raise InvalidArgument(
+            "--captions rich needs --data openmoji (its phrasings come from emoji names)"
+        )
+    from latentkit.data.captions import caption_phrasings
+
+    return [
+        caption_phrasings(name, caption)[1:]
+        for name, caption in zip(images.names, images.captions, strict=True)
+    ]
+
+
+def initial_denoiser(init: Path, config: DenoiserConfig) -> Denoiser:
+    """The denoiser a run starts from; it must have exactly this run's configuration."""
+    start = load_bundle(init).denoiser
+    if start is None:
+        raise InvalidArgument(f"--init {init} has no denoiser to start from")
+    if start.config != config:
+        raise InvalidArgument(
+            f"--init {init} has denoiser config {to_dict(start.config)}, "
+            f"this run needs {to_dict(config)}"
+        )
+    return start
+
+
+def initial_provenance(init: Path) -> dict:
+    """What the starting model was trained with, so the chain of commands stays on record."""
+    manifest = read_manifest(init)
+    return {"model": manifest.get("name"), "sha256": manifest["denoiser"]["sha256"],
+            "training": manifest.get("training", {}).get("denoiser")}  # fmt: skip
 
 
 def cached_latents(

@@ -1,0 +1,88 @@
+"""Several phrasings of each OpenMoji caption, so a model learns what the words mean.
+
+A model trained on one name per emoji ("face with tears of joy") learns that exact string and
+little else: asked for "a yellow face laughing so hard it cries" it draws something unrelated.
+Training also on keywords (Unicode CLDR's and emojilib's, in `emoji_keywords.json`, built by
+`scripts/build_emoji_keywords.py`) and on the emoji package's short aliases ties the same image
+to other words for it. The name stays the most frequent phrasing, because it is what the
+evaluation and most users type.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from functools import cache
+from importlib import resources
+
+import emoji
+
+from latentkit.data.openmoji import VS16, base_name, caption_for
+
+__all__ = ["caption_phrasings", "emoji_keywords", "emoji_text"]
+
+# How many keyword-only phrasings each emoji gets, and how many keywords each one holds.
+KEYWORD_PHRASINGS = 2
+KEYWORDS_PER_PHRASING = 3
+
+
+@cache
+def emoji_keywords() -> dict[str, list[str]]:
+    """Keywords by emoji text (without FE0F), for the emoji OpenMoji draws."""
+    text = resources.files("latentkit.data").joinpath("emoji_keywords.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def emoji_text(name: str) -> str:
+    """'1F355' -> '🍕', without variation selectors (the keyword file's key)."""
+    return "".join(chr(int(part, 16)) for part in name.split("-")).replace(chr(VS16), "")
+
+
+def caption_phrasings(name: str, caption: str) -> list[str]:
+    """The caption first, then the other phrasings of this emoji (deterministic per name).
+
+    For a modifier variant ("man cook medium-dark skin tone") the keywords come from the base
+    emoji and every phrasing keeps the words that tell the variant apart ("man medium-dark skin
+    tone"), so two variants never share a phrasing.
+    """
+    base = base_name(name)
+    base_caption = (caption_for(base) if base else None) or caption
+    base_words = set(base_caption.split())
+    modifier = " ".join(w for w in caption.split() if w not in base_words)
+    keywords = _keywords(name, base)
+    rng = random.Random(name)
+    phrasings = [caption]
+    others = [k for k in keywords if k not in caption and k not in base_caption]
+    if others:
+        phrasings.append(_join(caption, ", ".join(others[:KEYWORDS_PER_PHRASING])))
+        for _ in range(KEYWORD_PHRASINGS):
+            picked = rng.sample(others, min(KEYWORDS_PER_PHRASING, len(others)))
+            phrasings.append(_join(", ".join(picked), modifier))
+    alias = _alias(name, base)
+    if alias and alias not in (caption, base_caption):
+        phrasings.append(_join(alias, modifier))
+    return list(dict.fromkeys(phrasings))
+
+
+def _keywords(name: str, base: str | None) -> list[str]:
+    table = emoji_keywords()
+    for key in (name, base):
+        if key and emoji_text(key) in table:
+            return table[emoji_text(key)]
+    return []
+
+
+def _alias(name: str, base: str | None) -> str | None:
+    for key in (name, base):
+        if not key:
+            continue
+        text = emoji_text(key)
+        for candidate in (text, text + chr(VS16)):
+            aliases = emoji.EMOJI_DATA.get(candidate, {}).get("alias", [])
+            if aliases:
+                return aliases[0].strip(":").replace("_", " ")
+    return None
+
+
+def _join(first: str, second: str) -> str:
+    return f"{first}, {second}" if second else first

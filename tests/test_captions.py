@@ -1,0 +1,74 @@
+"""Other phrasings of the OpenMoji captions, and how training draws them."""
+
+from collections import Counter
+
+import pytest
+import torch
+
+from latentkit.data.buckets import MemoryLatents
+from latentkit.data.captions import caption_phrasings, emoji_keywords
+from latentkit.data.openmoji import list_named_emoji, test_split_mask
+from latentkit.errors import InvalidArgument
+from latentkit.eval.paraphrases import PARAPHRASES
+
+
+@pytest.fixture(scope="module")
+def phrasings() -> dict[str, list[str]]:
+    return {name: caption_phrasings(name, caption) for name, caption in list_named_emoji()}
+
+
+def test_caption_comes_first_and_keywords_follow(phrasings) -> None:
+    pizza = phrasings["1F355"]
+    assert pizza[0] == "pizza"
+    assert any("cheese" in p for p in pizza[1:])
+    assert len(pizza) == len(set(pizza)) >= 3
+
+
+def test_variants_keep_the_words_that_tell_them_apart(phrasings) -> None:
+    """Every phrasing of a skin-tone variant still names its skin tone."""
+    names = dict(list_named_emoji())
+    variant = "1F468-1F3FE-200D-1F373"
+    assert names[variant] == "man cook medium-dark skin tone"
+    assert all("medium-dark skin tone" in p for p in phrasings[variant])
+
+
+def test_no_paraphrase_prompt_is_a_training_phrasing(phrasings) -> None:
+    """The paraphrase set measures generalisation, so none of its prompts may be trained on."""
+    trained = {p for ps in phrasings.values() for p in ps}
+    assert not [prompt for prompt, _ in PARAPHRASES if prompt in trained]
+
+
+def test_most_emoji_get_other_phrasings(phrasings) -> None:
+    assert len(emoji_keywords()) > 1500
+    with_more = sum(len(p) > 1 for p in phrasings.values())
+    assert with_more > 0.9 * len(phrasings)
+
+
+def test_held_out_variants_are_not_rephrased_into_training(phrasings) -> None:
+    """Phrasings belong to their own emoji: the test split's names never appear in them."""
+    named = list_named_emoji()
+    test = test_split_mask([n for n, _ in named])
+    held_out = {c for (_, c), t in zip(named, test, strict=True) if t}
+    training = [p for (n, _), t in zip(named, test, strict=True) if not t for p in phrasings[n]]
+    assert not held_out & set(training)
+
+
+def test_memory_latents_rephrase_at_the_given_rate() -> None:
+    latents = torch.zeros(4, 4, 2, 2)
+    source = MemoryLatents(latents, ["a", "b", "c", "d"], [["a1", "a2"], [], ["c1"], ["d1"]])
+    g = torch.Generator().manual_seed(0)
+    drawn = Counter(c for _ in range(200) for c in source.draw(16, g)[1])
+    assert drawn["b"] > 0 and not any(c.startswith("b") and c != "b" for c in drawn)
+    for item in "acd":
+        own = drawn[item]
+        other = sum(v for k, v in drawn.items() if k.startswith(item) and k != item)
+        assert 0.4 < other / (own + other) < 0.6, (item, own, other)
+    assert drawn["a1"] > 0 and drawn["a2"] > 0
+    # Same generator seed, same draw.
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert source.draw(8, g1)[1] == source.draw(8, g2)[1]
+
+
+def test_memory_latents_need_one_phrasing_list_per_caption() -> None:
+    with pytest.raises(InvalidArgument, match="2 phrasing lists for 3 captions"):
+        MemoryLatents(torch.zeros(3, 4, 2, 2), ["a", "b", "c"], [[], []])
