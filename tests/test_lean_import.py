@@ -54,3 +54,22 @@ def test_peft_stays_out_of_start_up_and_diffusers_still_sees_it() -> None:
     result = subprocess.run([sys.executable, "-c", PEFT_CHECK], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+SCIPY_CHECK = """
+import sys
+import latentkit.models.codec, latentkit.models.denoiser
+assert "scipy.stats" not in sys.modules, "scipy.stats imported at start-up"
+from diffusers import EulerDiscreteScheduler
+from diffusers.utils import is_scipy_available
+assert is_scipy_available()
+scheduler = EulerDiscreteScheduler(use_beta_sigmas=True)
+scheduler.set_timesteps(10)
+print(len(scheduler.sigmas))
+"""
+
+
+def test_scipy_stays_out_of_start_up_and_beta_sigmas_still_work() -> None:
+    result = subprocess.run([sys.executable, "-c", SCIPY_CHECK], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "11"

@@ -101,33 +101,57 @@ def _restore_peft_names(flag: bool) -> None:
             module._SHOULD_DISABLE_PEFT_INPUT_AUTOCAST = flag
 
 
+class _LazyScipy(types.ModuleType):
+    """`scipy` for a module that skipped `import scipy.stats`: submodules import on first use."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return importlib.import_module(f"scipy.{name}")
+
+
+def _restore_scipy(modules: list[str]) -> None:
+    """diffusers' schedulers `import scipy.stats` only if scipy was available when they loaded."""
+    for module_name in modules:
+        module = sys.modules.get(module_name)
+        if module is not None and "is_scipy_available" in module.__dict__:
+            module.__dict__.setdefault("scipy", _LazyScipy("scipy"))
+
+
 @contextlib.contextmanager
-def _peft_hidden_from_import_time_checks() -> Iterator[None]:
-    """Let diffusers' modules import as if peft were absent, then give them peft back, lazily.
+def _optional_imports_deferred() -> Iterator[None]:
+    """Let diffusers' modules import as if peft and scipy were absent, then give both back.
 
     `diffusers.hooks.layerwise_casting` and `diffusers.loaders.lora_base`, which every diffusers
     model imports, import peft (and through it transformers' auto classes) at import time when
     peft is installed: about 3 s of a cold `latentkit generate` that never uses LoRA. They use
     peft only for isinstance checks and one context manager, so those names are put back as
-    lazy stand-ins (`PEFT_NAMES`), and `is_peft_available()` answers True again afterwards.
+    lazy stand-ins (`PEFT_NAMES`). Likewise the schedulers diffusers' single-file loader pulls
+    in import `scipy.stats` (about 0.5 s) for beta sigmas only; they get a lazy `scipy`.
+    `is_peft_available()` and `is_scipy_available()` answer True again afterwards.
     """
     if any(name in sys.modules for name in PEFT_NAMES) or "peft" in sys.modules:
         yield
         return
     flags = importlib.import_module("diffusers.utils.import_utils")
-    saved = flags._peft_available
-    flags._peft_available = False
+    saved = {"_peft_available": flags._peft_available, "_scipy_available": flags._scipy_available}
+    before = set(sys.modules)
+    for name in saved:
+        setattr(flags, name, False)
     try:
         yield
     finally:
-        flags._peft_available = saved
-        if saved:
-            _restore_peft_names(saved)
+        for name, value in saved.items():
+            setattr(flags, name, value)
+        if saved["_peft_available"]:
+            _restore_peft_names(True)
+        if saved["_scipy_available"]:
+            _restore_scipy([m for m in sys.modules if m not in before])
 
 
 def diffusers_class(module: str, name: str) -> type:
     """`diffusers_class("models.autoencoders.autoencoder_kl", "AutoencoderKL")`."""
     for package in HEAVY_PACKAGES:
         _defer(package)
-    with _peft_hidden_from_import_time_checks():
+    with _optional_imports_deferred():
         return getattr(importlib.import_module(f"diffusers.{module}"), name)
