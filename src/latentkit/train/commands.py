@@ -150,36 +150,67 @@ def train_denoiser(
     if phrasings is not None and hasattr(encoder, "reserve"):
         encoder.reserve(len(images) + sum(map(len, phrasings)) + 1)
     task = DenoiserTask(denoiser, denoiser, source, encoder.encode, dev, caption_dropout)
+    extra: dict[str, Any] = {"caption_dropout": caption_dropout, "captions": captions}
+    if init is not None:
+        extra["init"] = initial_provenance(init)
+    extra["denoiser_config"] = to_dict(config)
+    return train_and_write_denoiser(
+        task, cfg, out, dev, resume=resume, kind="denoiser", data=data, n_items=len(images),
+        base=base, codec=codec, build=lambda: Denoiser(config), save=save_bundle, extra=extra,
+    )  # fmt: skip
+
+
+def train_and_write_denoiser(
+    task: Any,
+    cfg: TrainConfig,
+    out: Path,
+    dev: torch.device,
+    *,
+    resume: bool,
+    kind: str,
+    data: str,
+    n_items: int,
+    base: Any,
+    codec: torch.nn.Module,
+    build: Callable[[], torch.nn.Module],
+    save: Callable[[Any, Path], Path],
+    extra: dict[str, Any],
+) -> Path:
+    """Train a denoiser (image or video) and write a whole model folder at every checkpoint.
+
+    Writing the folder, not only the training state, means a run stopped at any point leaves a
+    model that `generate` loads. The final folder records what made it: `provenance` plus the
+    run's own settings (`extra`) and the CPU seconds it took.
+    """
     training = dict(base.training)
 
-    def write_bundle(model: torch.nn.Module, result: Any = None) -> Path:
-        final = Denoiser(config)
+    def write(model: torch.nn.Module, result: TrainResult | None = None, cpu: float = 0.0) -> Path:
+        final = build()
         final.load_state_dict(model.state_dict())
         info = dict(training)
         if result is not None:
-            info["denoiser"] = provenance("denoiser", data, len(images), cfg, result, dev)
-            info["denoiser"]["caption_dropout"] = caption_dropout
-            info["denoiser"]["captions"] = captions
-            if init is not None:
-                info["denoiser"]["init"] = initial_provenance(init)
-            info["denoiser"]["denoiser_config"] = to_dict(config)
+            info["denoiser"] = {**provenance(kind, data, n_items, cfg, result, dev), **extra,
+                                "cpu_seconds": round(cpu, 1)}  # fmt: skip
         bundle = replace(
             base, codec=codec.cpu(), denoiser=final.cpu(), name=out.name, training=info
         )
-        path = save_bundle(bundle, out)
+        path = save(bundle, out)
         codec.to(dev)
         return path
 
+    cpu_start = time.process_time()
     result = train(
         task,
         cfg,
         out,
         resume=resume,
         device=dev,
-        desc="denoiser",
-        on_checkpoint=lambda ema, step: write_bundle(ema),
+        desc=kind,
+        on_checkpoint=lambda ema, step: write(ema),
     )
-    return write_bundle(result.ema, result) if processes().is_main else out
+    if not processes().is_main:
+        return out
+    return write(result.ema, result, time.process_time() - cpu_start)
 
 
 CAPTION_STYLES = ("name", "rich")

@@ -10,9 +10,7 @@ image-to-video sampling uses.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +36,12 @@ from latentkit.models.codec import fit_latent_stats
 from latentkit.models.text import PromptEmbeds, load_text_encoder
 from latentkit.models.video_codec import VideoCodec, valid_frames
 from latentkit.models.video_denoiser import VideoDenoiser, pinned_times
-from latentkit.train.commands import pick_device, provenance, seeded
+from latentkit.train.commands import (
+    pick_device,
+    provenance,
+    seeded,
+    train_and_write_denoiser,
+)
 from latentkit.train.loop import TrainConfig, train
 from latentkit.train.tasks import embed_captions
 from latentkit.video_bundle import VideoBundle, load_video_bundle, read_manifest, save_video_bundle
@@ -240,37 +243,10 @@ def train_video_denoiser(
     task = VideoDenoiserTask(
         denoiser, latents, embeds, rows, empty, dev, caption_dropout, image_fraction
     )
-    training = dict(base.training)
-
-    def write_bundle(model: nn.Module, result: Any = None) -> Path:
-        final = VideoDenoiser(config, codec.time_factor, codec.factor)
-        final.load_state_dict(model.state_dict())
-        info = dict(training)
-        if result is not None:
-            info["denoiser"] = provenance("video-denoiser", data, len(data_set), cfg, result, dev)
-            info["denoiser"].update(
-                caption_dropout=caption_dropout,
-                image_fraction=image_fraction,
-                frames=frames,
-                denoiser_config=to_dict(config),
-                cpu_seconds=round(getattr(result, "cpu_seconds", 0.0), 1),
-            )
-        bundle = replace(
-            base, codec=codec.cpu(), denoiser=final.cpu(), name=out.name, training=info
-        )
-        path = save_video_bundle(bundle, out)
-        codec.to(dev)
-        return path
-
-    cpu_start = time.process_time()
-    result = train(
-        task,
-        cfg,
-        out,
-        resume=resume,
-        device=dev,
-        desc="video-denoiser",
-        on_checkpoint=lambda ema, step: write_bundle(ema),
-    )
-    result.cpu_seconds = time.process_time() - cpu_start  # type: ignore[attr-defined]
-    return write_bundle(result.ema, result)
+    extra = {"caption_dropout": caption_dropout, "image_fraction": image_fraction,
+             "frames": frames, "denoiser_config": to_dict(config)}  # fmt: skip
+    return train_and_write_denoiser(
+        task, cfg, out, dev, resume=resume, kind="video-denoiser", data=data,
+        n_items=len(data_set), base=base, codec=codec, save=save_video_bundle, extra=extra,
+        build=lambda: VideoDenoiser(config, codec.time_factor, codec.factor),
+    )  # fmt: skip
