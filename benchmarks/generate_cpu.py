@@ -18,6 +18,33 @@ import torch
 
 from latentkit import Pipeline
 
+# Run in a fresh process: where a cold start's seconds go, stage by stage.
+STAGES = """
+import json, sys, time
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+from latentkit.pipeline import Pipeline
+t2 = time.perf_counter()
+pipe = Pipeline.load(sys.argv[1] or None, device="cpu")
+pipe.encode_prompt(["a cat face"])
+t3 = time.perf_counter()
+pipe.generate("a cat face", seed=1).images[0].save(sys.argv[2])
+t4 = time.perf_counter()
+print(json.dumps({"import torch": t1 - t0, "import latentkit (diffusers, transformers)": t2 - t1,
+                  "load model and MiniLM": t3 - t2, "one image (25 steps) and PNG": t4 - t3}))
+"""
+
+
+def cold_start_stages(model: str | None, out: str) -> dict[str, float]:
+    """Median over three fresh processes of each stage's seconds."""
+    runs = []
+    for _ in range(3):
+        cmd = [sys.executable, "-c", STAGES, model or "", out]
+        result = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    return {k: sorted(r[k] for r in runs)[1] for k in runs[0]}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -47,6 +74,7 @@ def main() -> None:
             subprocess.run(cmd, check=True, capture_output=True)
             runs.append(time.perf_counter() - start)
         cold = sorted(runs)[1]  # the median of three fresh processes
+        stages = cold_start_stages(args.model, str(Path(tmp) / "y.png"))
     print(
         f"{'batch':>6s} {'images/s':>9s} {'ms/image':>9s}"
         f"   (CPU, {args.threads} threads, 25 steps, cfg on)"
@@ -56,9 +84,12 @@ def main() -> None:
     print(
         f"cold start of `latentkit generate` (fresh process, one image; median of 3): {cold:.2f} s"
     )
+    for stage, seconds in stages.items():
+        print(f"  {stage:45s} {seconds:5.2f} s")
     with open(args.out, "w") as f:
         json.dump({"model": pipe.model_id, "threads": args.threads, "rows": rows,
-                   "cold_start_s": cold, "cold_start_runs_s": runs}, f, indent=2)  # fmt: skip
+                   "cold_start_s": cold, "cold_start_runs_s": runs,
+                   "cold_start_stages_s": stages}, f, indent=2)  # fmt: skip
 
 
 if __name__ == "__main__":

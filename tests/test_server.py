@@ -510,3 +510,14 @@ def test_two_workers_run_jobs_side_by_side(pipe, outputs: Path) -> None:
     finally:
         if isinstance(pipe.text_encoder, LockedEncoder):  # the session's shared pipeline
             pipe.text_encoder = pipe.text_encoder.encoder
+
+
+def test_serve_refuses_an_image_model_as_video_model(capsys) -> None:
+    from latentkit.cli import main
+    from latentkit.pipeline import default_model_path
+
+    assert main(["serve", "--video-model", str(default_model_path())]) == 2
+    err = capsys.readouterr().err
+    assert "is not a video model folder" in err and "Traceback" not in err
+    assert main(["serve", "--video-model", "/nonexistent/video"]) == 2
+    assert "/nonexistent/video" in capsys.readouterr().err

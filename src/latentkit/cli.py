@@ -669,6 +669,12 @@ def serve(
     ),
     port: Annotated[int, typer.Option(help="Port.")] = 7860,
     model: ModelOpt = None,
+    video_model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Video model folder (default: $LATENTKIT_VIDEO_MODEL, else the shipped one)."
+        ),
+    ] = None,
     outputs: Annotated[Path, typer.Option(help="Folder for images and files it makes.")] = Path(
         "latentkit-outputs"
     ),
@@ -699,8 +705,14 @@ def serve(
 
     from latentkit.server import create_app
 
+    if video_model is not None:
+        from latentkit.bundle import read_manifest
+
+        if read_manifest(video_model).get("kind") != "video":
+            raise InvalidArgument(f"--video-model {video_model} is not a video model folder")
     web = create_app(
         model=model,
+        video_model=video_model,
         outputs=outputs,
         token=token,
         device=device,
