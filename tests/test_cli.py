@@ -160,3 +160,22 @@ def test_usage_errors_are_one_message_not_a_traceback(capsys, args: list[str]) -
     assert code == (0 if args == ["train"] else 2)
     assert "Traceback" not in captured.out + captured.err
     assert captured.out + captured.err
+
+
+def test_console_entry_exit_codes_and_output_survive_the_quick_exit(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """`latentkit generate` ends with os._exit: the PNG must be complete and the code right."""
+    import subprocess
+    import sys
+
+    from latentkit.outputs import read_png_recipe
+
+    out = tmp_path / "x.png"
+    base = [sys.executable, "-m", "latentkit", "generate", "a red square", "--model",
+            str(tiny_model_dir), "--seed", "3", "--steps", "2"]  # fmt: skip
+    ok = subprocess.run([*base, "--out", str(out)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert f"wrote {out}" in ok.stdout and read_png_recipe(out)["seed"] == 3
+    bad = subprocess.run([*base, "--steps", "0", "--out", str(out)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "steps must be at least 1" in bad.stderr
