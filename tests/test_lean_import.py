@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 CHECK = """
 import sys
 import latentkit.models.codec, latentkit.models.denoiser
@@ -17,12 +19,6 @@ assert AutoencoderKL is latentkit.models.codec.AutoencoderKL
 assert PixArtTransformer2DModel is latentkit.models.denoiser.PixArtTransformer2DModel
 print(AutoencoderKLLTXVideo.__name__)
 """
-
-
-def test_unused_diffusers_models_load_only_when_asked_for() -> None:
-    result = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "AutoencoderKLLTXVideo"
 
 
 PEFT_CHECK = """
@@ -49,13 +45,6 @@ print("ok")
 """
 
 
-def test_peft_stays_out_of_start_up_and_diffusers_still_sees_it() -> None:
-    """diffusers' peft checks keep working after start-up skipped importing peft."""
-    result = subprocess.run([sys.executable, "-c", PEFT_CHECK], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
-
-
 SCIPY_CHECK = """
 import sys
 import latentkit.models.codec, latentkit.models.denoiser
@@ -69,7 +58,16 @@ print(len(scheduler.sigmas))
 """
 
 
-def test_scipy_stays_out_of_start_up_and_beta_sigmas_still_work() -> None:
-    result = subprocess.run([sys.executable, "-c", SCIPY_CHECK], capture_output=True, text=True)
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        pytest.param(CHECK, "AutoencoderKLLTXVideo", id="unused-models-load-when-asked"),
+        pytest.param(PEFT_CHECK, "ok", id="peft-out-of-start-up-yet-seen-by-diffusers"),
+        pytest.param(SCIPY_CHECK, "11", id="scipy-out-of-start-up-beta-sigmas-work"),
+    ],
+)
+def test_start_up_skips_imports_and_everything_still_works(script: str, expected: str) -> None:
+    """Each script runs in a fresh interpreter, as start-up does."""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "11"
+    assert result.stdout.strip() == expected
