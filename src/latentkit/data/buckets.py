@@ -135,11 +135,12 @@ class MemoryLatents:
 
     def draw(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, list[str]]:
         idx = torch.randint(len(self.latents), (batch_size,), generator=generator)
-        captions = [self.captions[j] for j in idx.tolist()]
+        rows = idx.tolist()
+        captions = [self.captions[j] for j in rows]
         if self.phrasings is not None:
             swap = (torch.rand(batch_size, generator=generator) < self.rephrase).tolist()
             pick = torch.randint(1 << 30, (batch_size,), generator=generator).tolist()
-            for i, j in enumerate(idx.tolist()):
+            for i, j in enumerate(rows):
                 if swap[i] and self.phrasings[j]:
                     captions[i] = self.phrasings[j][pick[i] % len(self.phrasings[j])]
         return self.latents[idx], captions

@@ -88,7 +88,7 @@ def _lazy_peft_name(module: str, name: str):
     return call
 
 
-def _restore_peft_names(flag: bool) -> None:
+def _restore_peft_names() -> None:
     """Give modules imported while peft was hidden the peft names they skipped, lazily."""
     for module_name, names in PEFT_NAMES.items():
         module = sys.modules.get(module_name)
@@ -98,7 +98,7 @@ def _restore_peft_names(flag: bool) -> None:
             if name not in module.__dict__:
                 setattr(module, name, _lazy_peft_name(source, name))
         if hasattr(module, "_SHOULD_DISABLE_PEFT_INPUT_AUTOCAST"):
-            module._SHOULD_DISABLE_PEFT_INPUT_AUTOCAST = flag
+            module._SHOULD_DISABLE_PEFT_INPUT_AUTOCAST = True
 
 
 class _LazyScipy(types.ModuleType):
@@ -144,7 +144,7 @@ def _optional_imports_deferred() -> Iterator[None]:
         for name, value in saved.items():
             setattr(flags, name, value)
         if saved["_peft_available"]:
-            _restore_peft_names(True)
+            _restore_peft_names()
         if saved["_scipy_available"]:
             _restore_scipy([m for m in sys.modules if m not in before])
 

@@ -56,6 +56,8 @@ class TextEncoder(Protocol):
 
     def encode(self, prompts: list[str]) -> PromptEmbeds: ...
 
+    def reserve(self, prompts: int) -> None: ...
+
 
 class MiniLMEncoder:
     """Frozen MiniLM: token states from the last layer, mean-pooled and normalised for `pooled`.
@@ -131,10 +133,11 @@ class MiniLMEncoder:
     def encode(self, prompts: list[str]) -> PromptEmbeds:
         if isinstance(prompts, str):
             prompts = [prompts]
-        found = {p: self._cache[p] for p in dict.fromkeys(prompts) if p in self._cache}
+        unique = dict.fromkeys(prompts)
+        found = {p: self._cache[p] for p in unique if p in self._cache}
         for p in found:
             self._cache.move_to_end(p)
-        missing = [p for p in dict.fromkeys(prompts) if p not in found]
+        missing = [p for p in unique if p not in found]
         if missing:  # rows are taken from `found`, so eviction below cannot drop one in use
             found.update(self._encode_uncached(missing))
         rows = [found[p] for p in prompts]

@@ -147,7 +147,7 @@ def train_denoiser(
         denoiser.load_state_dict(initial_denoiser(init, config).state_dict())
     phrasings = training_phrasings(data, images, captions)
     source = MemoryLatents(latents, images.captions, phrasings)
-    if phrasings is not None and hasattr(encoder, "reserve"):
+    if phrasings is not None:
         encoder.reserve(len(images) + sum(map(len, phrasings)) + 1)
     task = DenoiserTask(denoiser, denoiser, source, encoder.encode, dev, caption_dropout)
     extra: dict[str, Any] = {"caption_dropout": caption_dropout, "captions": captions}
