@@ -90,7 +90,7 @@ def main() -> None:
     args = ap.parse_args()
     from conftest import tiny_bundle
 
-    from latentkit.bundle import save_bundle
+    from latentkit.families.bundle import save_bundle
 
     with tempfile.TemporaryDirectory() as tmp:
         model = save_bundle(tiny_bundle(), Path(tmp) / "tiny")

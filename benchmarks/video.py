@@ -26,7 +26,9 @@ from latentkit.data.video import (
     openmoji_clips,
     tensor_to_clips,
 )
-from latentkit.video_pipeline import VideoPipeline
+from latentkit.ops import image_to_video
+from latentkit.ops.first_frame import first_frame_latent
+from latentkit.pipeline import Pipeline
 
 PAIRS = [("left", "right"), ("up", "down"), ("zoom in", "zoom out"), ("clockwise", "anticlockwise")]
 OPPOSITE = dict(PAIRS) | {b: a for a, b in PAIRS}
@@ -38,7 +40,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def vae_figures(pipe: VideoPipeline, clips: np.ndarray) -> dict:
+def vae_figures(pipe: Pipeline, clips: np.ndarray) -> dict:
     """Compression ratio (pixel values / latent values) and PSNR per frame index."""
     rec = []
     for i in range(0, len(clips), 8):
@@ -84,8 +86,8 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/video.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = VideoPipeline.load(args.model, device="cpu")
-    frames, size = pipe.codec.config.frames, pipe.size
+    pipe = Pipeline.load(args.model, device="cpu", kind="video")
+    frames, size = pipe.codec.native_frames, pipe.image_size
     held = openmoji_clips(400, split="test", frames=frames, size=size, seed=1)
     report: dict = {"model": pipe.model_id, "threads": args.threads, "steps": args.steps}
 
@@ -103,15 +105,15 @@ def main() -> None:
         hits = real_hits = opposite = 0
         for k, i in enumerate(picks):
             start = time.perf_counter()
-            result = pipe.generate(held.captions[i], seed=k, steps=args.steps, cfg=args.cfg)
+            clip = pipe.generate(held.captions[i], seed=k, steps=args.steps, cfg=args.cfg).clips[0]
             seconds += time.perf_counter() - start
             made += 1
-            measured = measure_motion(result.frames)
+            measured = measure_motion(clip)
             hits += motion_matches(motion, measured)
             if motion in OPPOSITE:  # the control: how often it moves the other way instead
                 opposite += motion_matches(OPPOSITE[motion], measured)
             real_hits += motion_matches(motion, measure_motion(held.clips[i]))
-            gen_change.append(foreground_change(result.frames))
+            gen_change.append(foreground_change(clip))
             real_change.append(foreground_change(held.clips[i]))
         rows.append({"motion": motion, "clips": len(picks), "generated_follow_rate":
                      hits / len(picks), "real_clip_rate": real_hits / len(picks),
@@ -142,10 +144,10 @@ def main() -> None:
     i2v, own, in_clip = [], [], []
     for k in range(min(20, len(held))):
         image = held.clips[k, 0]
-        result = pipe.generate(held.captions[k], seed=k, steps=args.steps, image=image)
-        alone = tensor_to_clips(pipe.decode(pipe.image_latent(image)))[0, 0]
+        clip = image_to_video(pipe, image, held.captions[k], seed=k, steps=args.steps).clips[0]
+        alone = tensor_to_clips(pipe.decode(first_frame_latent(pipe, image)))[0, 0]
         clip_rec = tensor_to_clips(pipe.decode(pipe.encode(clips_to_tensor(held.clips[k]))))[0, 0]
-        i2v.append(psnr(image, result.frames[0]))
+        i2v.append(psnr(image, clip[0]))
         own.append(psnr(image, alone))
         in_clip.append(psnr(image, clip_rec))
     report["i2v"] = {

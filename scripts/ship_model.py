@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from latentkit.bundle import load_bundle, save_bundle
+from latentkit.families.bundle import load_bundle, save_bundle
 
 RECIPE = Path(__file__).with_name("train_default_cpu.sh")
 
@@ -22,7 +22,7 @@ def commands(script: Path) -> list[str]:
 
 if __name__ == "__main__":
     source, target = sys.argv[1], sys.argv[2]
-    bundle = load_bundle(source)
+    bundle = load_bundle(source, kind="image")
     bundle.name = "latentkit-openmoji-cpu"
     bundle.sampling = {"steps": 25, "cfg": 3.0, "sampler": "euler", "shift": 1.0}
     bundle.training = {**bundle.training, "commands": commands(RECIPE), "weights_dtype": "float16"}

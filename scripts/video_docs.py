@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 from latentkit.data.video import clips_to_tensor, openmoji_clips, tensor_to_clips
-from latentkit.ops.interpolate import write_animation
-from latentkit.video_pipeline import VideoPipeline
+from latentkit.ops import image_to_video, interpolate_latents
+from latentkit.outputs import write_animation
+from latentkit.pipeline import Pipeline
 
 PROMPTS = [
     "a cat face moving left",
@@ -49,30 +50,30 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
-    pipe = VideoPipeline.load(args.model, device="cpu")
-    clips = [pipe.generate(p, seed=0).frames for p in PROMPTS]
+    pipe = Pipeline.load(args.model, device="cpu", kind="video")
+    clips = [pipe.generate(p, seed=0).clips[0] for p in PROMPTS]
     write_animation(side_by_side(clips[:4]), out / "video-t2v-moves.gif", fps=8)
     write_animation(side_by_side(clips[4:]), out / "video-t2v-more.gif", fps=8)
 
     held = openmoji_clips(
-        400, split="test", frames=pipe.codec.config.frames, size=pipe.size, seed=1
+        400, split="test", frames=pipe.codec.native_frames, size=pipe.image_size, seed=1
     )
     picks = [held.motions.index(m) for m in ("left", "down", "clockwise", "passing")]
     real = [held.clips[i] for i in picks]
     rec = tensor_to_clips(pipe.decode(pipe.encode(clips_to_tensor(np.stack(real)))))
     write_animation(side_by_side(real + list(rec)), out / "video-vae.gif", fps=8)
 
-    i2v = [pipe.generate(held.captions[i], seed=0, image=held.clips[i, 0]).frames for i in picks]
+    i2v = [image_to_video(pipe, held.clips[i, 0], held.captions[i], seed=0).clips[0] for i in picks]
     write_animation(side_by_side(real + i2v), out / "video-i2v.gif", fps=8)
 
     recipe = pipe.recipe("a cat face moving left", seed=0)
     ends = []
     for seed, prompt in ((0, "a cat face moving left"), (1, "a cat face moving right")):
         r = pipe.recipe(prompt, seed=seed)
-        x, noise = pipe.initial_noise(r)
-        ends.append(pipe.sample(r, x, noise))
-    morph = pipe.interpolate(ends[0], ends[1], 5, recipe)
-    write_animation(side_by_side([m.frames for m in morph]), out / "video-interpolate.gif", fps=8)
+        noise, draw = pipe.initial_noise(r)
+        ends.append(pipe.denoise(r, noise, draw))
+    morph = interpolate_latents(pipe, ends[0], ends[1], 5, recipe)
+    write_animation(side_by_side(morph.clips), out / "video-interpolate.gif", fps=8)
     for name in ("moves", "more"):
         print(f"wrote {out}/video-t2v-{name}.gif")
     print(f"wrote {out}/video-vae.gif, video-i2v.gif, video-interpolate.gif")

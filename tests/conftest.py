@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from latentkit.bundle import Bundle, save_bundle
 from latentkit.config import CodecConfig, DenoiserConfig, TextConfig
+from latentkit.families.bundle import Bundle, save_bundle
 from latentkit.models.codec import Codec
 from latentkit.models.denoiser import Denoiser
 
@@ -20,7 +20,7 @@ torch.set_num_threads(2)
 def tiny_codec(factor: int = 4, size: int = 16, seed: int = 0) -> Codec:
     torch.manual_seed(seed)
     levels = {4: (8, 16, 16), 8: (8, 16, 16, 16), 16: (8, 16, 16, 16, 16)}[factor]
-    codec = Codec(
+    codec = Codec.from_config(
         CodecConfig(
             factor=factor, latent_channels=4, image_size=size, channels=levels, norm_groups=4
         )

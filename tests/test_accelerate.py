@@ -122,7 +122,7 @@ def test_gradient_accumulation_equals_the_whole_batch(tmp_path: Path) -> None:
 
 def test_full_disk_during_a_checkpoint_keeps_the_previous(tmp_path: Path,
                                                           monkeypatch) -> None:  # fmt: skip
-    import latentkit.bundle as bundle
+    import latentkit.files as bundle
 
     train(Quadratic(), small(steps=4), tmp_path / "r")
     before = (tmp_path / "r" / "checkpoint" / "checkpoint.json").read_bytes()

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from latentkit.bundle import load_bundle, save_bundle
 from latentkit.errors import ModelFileError
+from latentkit.families.bundle import components_of, load_bundle, save_bundle
 from latentkit.pipeline import Pipeline
 from tests.conftest import tiny_bundle
 
@@ -28,7 +28,7 @@ def test_save_load_round_trip_is_bit_exact(tmp_path: Path) -> None:
 
 
 def test_round_trip_generates_identical_pixels(tmp_path: Path) -> None:
-    a = Pipeline(tiny_bundle(), device="cpu")
+    a = Pipeline(components_of(tiny_bundle()), device="cpu")
     b = Pipeline.load(a.save(tmp_path / "m"), device="cpu")
     ga, gb = a.generate("x", seed=4, steps=2), b.generate("x", seed=4, steps=2)
     assert torch.equal(ga.latents, gb.latents)
@@ -116,7 +116,7 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path: Path) -> Non
     import os
     import stat
 
-    from latentkit.bundle import FILE_MODE, atomic_save_tensors, atomic_write_bytes
+    from latentkit.files import FILE_MODE, atomic_save_tensors, atomic_write_bytes
 
     umask = os.umask(0)
     os.umask(umask)
@@ -128,10 +128,10 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path: Path) -> Non
 
 def test_image_loader_names_a_video_model_for_what_it_is(capsys) -> None:
     from latentkit.cli import main
-    from latentkit.video_pipeline import default_video_model_path
+    from latentkit.families.bundle import shipped_model
 
     with pytest.raises(ModelFileError, match="is a video model, not an image model"):
-        load_bundle(default_video_model_path())
-    code = main(["generate", "a cat", "--model", str(default_video_model_path()), "--out", "x.png"])
+        load_bundle(shipped_model("video"), kind="image")
+    code = main(["generate", "a cat", "--model", str(shipped_model("video")), "--out", "x.png"])
     err = capsys.readouterr().err
     assert code == 2 and "is a video model" in err and "Traceback" not in err

@@ -71,7 +71,10 @@ def test_encode_decode_round_trip(tiny_model_dir: Path, tmp_path: Path, capsys) 
 def test_info_describes_the_model(tiny_model_dir: Path, capsys) -> None:
     code, out, _ = run(capsys, "info", tiny_model_dir)
     assert code == 0
-    assert "AutoencoderKL f4" in out and "PixArtTransformer2DModel 2 layers" in out
+    assert "KL autoencoder f4, 4 latent channels" in out
+    assert "diffusion transformer (PixArt blocks), 2 layers" in out
+    assert "defaults   16x16, 4 steps, cfg 3, sampler euler" in out
+    assert main(["info", "--model", str(tiny_model_dir)]) == 0  # the option every command takes
     code, out, _ = run(capsys, "info", tiny_model_dir, "--json")
     assert '"format": "latentkit-bundle"' in out
 
@@ -109,7 +112,8 @@ def test_missing_model_folder_is_named(tmp_path: Path, capsys) -> None:
 def test_model_folder_missing_files_is_named(tmp_path: Path, capsys) -> None:
     (tmp_path / "m").mkdir()
     code, _, err = run(capsys, "info", tmp_path / "m")
-    assert code == 2 and "latentkit.json is missing" in err
+    assert code == 2 and "holds neither latentkit.json nor model_index.json" in err
+    assert "Stable Diffusion XL" in err  # the message lists what is supported
 
 
 @pytest.mark.parametrize(

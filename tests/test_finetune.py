@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from latentkit.bundle import save_bundle
 from latentkit.cli import main
 from latentkit.config import DenoiserConfig
 from latentkit.errors import InvalidArgument
+from latentkit.families.bundle import save_bundle
 from latentkit.models.denoiser import Denoiser
 from latentkit.models.lora import LoraSpec, add_lora, read_lora, save_lora
 from latentkit.pipeline import Pipeline
@@ -49,7 +49,7 @@ def mixed_folder(root: Path, n: int = 9, corrupt: int = 1) -> Path:
 def random_lora(model_dir: Path, path: Path, rank: int = 4) -> Path:
     """A LoRA with non-zero B (a fresh one is exactly zero), saved the normal way."""
     pipe = Pipeline.load(model_dir, device="cpu")
-    den = pipe.bundle.denoiser
+    den = pipe.components.bundle.denoiser
     add_lora(den, LoraSpec(rank=rank))
     torch.manual_seed(3)
     for name, p in den.named_parameters():
@@ -81,14 +81,14 @@ def test_lora_weight_zero_is_the_base_model_exactly(tiny_model_dir: Path, lora_f
 
 def test_merge_equals_adapter_and_unmerge_restores(tiny_model_dir: Path, lora_file: Path,
                                                    tmp_path: Path) -> None:  # fmt: skip
-    base_state = Pipeline.load(tiny_model_dir, device="cpu").denoiser.net.state_dict()
+    base_state = Pipeline.load(tiny_model_dir, device="cpu").network.net.state_dict()
     pipe = Pipeline.load(tiny_model_dir, device="cpu")
     pipe.load_lora(lora_file, 0.7)
     adapted = latents(pipe)
     pipe.merge_loras()
     torch.testing.assert_close(latents(pipe), adapted, atol=1e-5, rtol=0)
     pipe.unmerge_loras()
-    state = {k.replace(".base_layer.", "."): v for k, v in pipe.denoiser.net.state_dict().items()
+    state = {k.replace(".base_layer.", "."): v for k, v in pipe.network.net.state_dict().items()
              if "lora_" not in k}  # fmt: skip
     for key, value in base_state.items():
         torch.testing.assert_close(state[key], value, atol=1e-6, rtol=0)
@@ -108,10 +108,10 @@ def test_two_loras_with_weights_add_up(tiny_model_dir: Path, lora_file: Path,
     assert pipe.loras == {"style": 0.5, "other": -0.3}
     from latentkit.models.lora import plain_state_dict
 
-    merged = plain_state_dict(pipe.denoiser)
+    merged = plain_state_dict(pipe.network)
     a, b = read_lora(lora_file), read_lora(other)
     key = "transformer_blocks.0.attn1.to_q"
-    base = Pipeline.load(tiny_model_dir, device="cpu").denoiser.net.state_dict()[key + ".weight"]
+    base = Pipeline.load(tiny_model_dir, device="cpu").network.net.state_dict()[key + ".weight"]
     delta = sum(w * (f.alpha / f.rank) * f.tensors[f"transformer.{key}.lora_B.weight"]
                 @ f.tensors[f"transformer.{key}.lora_A.weight"]
                 for w, f in ((0.5, a), (-0.3, b)))  # fmt: skip
@@ -135,17 +135,17 @@ def test_lora_file_follows_diffusers_convention(tiny_model_dir: Path, lora_file:
         pass
 
     pipe = Pipeline.load(tiny_model_dir, device="cpu")
-    net = PixArtWithAdapters.from_config(pipe.denoiser.net.config)
-    net.load_state_dict(pipe.denoiser.net.state_dict())
+    net = PixArtWithAdapters.from_config(pipe.network.net.config)
+    net.load_state_dict(pipe.network.net.state_dict())
     net.load_lora_adapter(str(lora_file), prefix="transformer", adapter_name="style")
     ours = Pipeline.load(tiny_model_dir, device="cpu")
     ours.load_lora(lora_file, 1.0)
     x, t = torch.randn(2, 4, 4, 4), torch.tensor([0.3, 0.8])
     cond = pipe.encode_prompt([PROMPT, ""])
     with torch.no_grad():
-        pipe.denoiser.net = net
-        theirs = pipe.denoiser(x, t, cond.tokens, cond.mask)
-        mine = ours.denoiser(x, t, cond.tokens, cond.mask)
+        pipe.network.net = net
+        theirs = pipe.network(x, t, cond.tokens, cond.mask)
+        mine = ours.network(x, t, cond.tokens, cond.mask)
     torch.testing.assert_close(theirs, mine, atol=1e-5, rtol=0)
 
 
@@ -175,7 +175,7 @@ def test_train_lora_changes_only_lora_and_loss_falls(tiny_model_dir: Path, tmp_p
     from safetensors.torch import load_file
 
     ckpt = load_file(tmp_path / "style.run" / "checkpoint" / state["file"])
-    base = Pipeline.load(tiny_model_dir, device="cpu").denoiser.state_dict()
+    base = Pipeline.load(tiny_model_dir, device="cpu").network.state_dict()
     for key, value in ckpt.items():
         if key.startswith("model.") and "lora_" not in key:
             name = key.removeprefix("model.").replace(".base_layer.", ".")
@@ -223,7 +223,7 @@ def test_token_training_changes_only_the_new_row(tiny_model_dir: Path, tmp_path:
 
     folder = mixed_folder(tmp_path, n=6, corrupt=0)
     pipe = Pipeline.load(tiny_model_dir, device="cpu")
-    encoder = load_text_encoder(pipe.bundle.text)
+    encoder = load_text_encoder(pipe.components.bundle.text)
     table = encoder.model.get_input_embeddings().weight.detach().clone()
     fingerprint = encoder_fingerprint(encoder)
     out = tmp_path / "cat.safetensors"
@@ -260,7 +260,7 @@ def test_token_errors(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert code == 2 and "'cat' is already in the text encoder's vocabulary" in err
     # A token file whose fingerprint belongs to another encoder.
-    encoder = load_text_encoder(Pipeline.load(tiny_model_dir, device="cpu").bundle.text)
+    encoder = load_text_encoder(Pipeline.load(tiny_model_dir, device="cpu").components.bundle.text)
     path = save_tokens(tmp_path / "x.safetensors", ["<x>"], torch.zeros(1, 384), encoder)
     from safetensors.torch import load_file, save_file
 
@@ -291,7 +291,7 @@ def test_bucket_shapes_are_multiples_of_the_cell() -> None:
 
 
 def test_shards_stream_with_one_in_memory(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from latentkit.bundle import load_bundle, read_manifest
+    from latentkit.families.bundle import load_bundle, read_manifest
     from latentkit.train.latents import latent_cache
     from latentkit.train.loop import step_generator
 
@@ -317,7 +317,7 @@ def test_shards_stream_with_one_in_memory(tiny_model_dir: Path, tmp_path: Path) 
 
 
 def test_finetune_continues_from_the_model(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from latentkit.bundle import load_bundle
+    from latentkit.families.bundle import load_bundle
     from latentkit.train.finetune import finetune_denoiser
 
     folder = mixed_folder(tmp_path, n=6, corrupt=0)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentkit.diffusion.guidance import guided_denoiser
+from latentkit.diffusion.guidance import guided
 from latentkit.errors import InvalidArgument, LatentkitError
 from latentkit.pipeline import Pipeline
 
@@ -36,9 +36,9 @@ def test_cfg_one_equals_conditional_pass_alone(pipe: Pipeline) -> None:
     uncond = pipe.encode_prompt(["something else"])
     x, t = torch.randn(1, 4, 4, 4), torch.tensor([0.6])
     with torch.no_grad():
-        conditional = pipe.denoiser(x, t, cond.tokens, cond.mask)
-        batched = guided_denoiser(pipe.denoiser, cond, uncond, 1.0)(x, t)
-        strong = guided_denoiser(pipe.denoiser, cond, uncond, 5.0)(x, t)
+        conditional = pipe.network(x, t, cond.tokens, cond.mask)
+        batched = guided(pipe.network, cond, uncond, 1.0)(x, t)
+        strong = guided(pipe.network, cond, uncond, 5.0)(x, t)
     torch.testing.assert_close(batched, conditional, atol=1e-5, rtol=0)
     assert not torch.allclose(strong, conditional, atol=1e-3)
     # And through generate: cfg=1 skips the unconditional pass and matches the batched path.
@@ -146,8 +146,8 @@ def test_bound_denoiser_equals_the_diffusers_forward(pipe) -> None:
     x = torch.randn(3, *pipe.latent_shape(16, 16), generator=torch.Generator().manual_seed(0))
     t = torch.tensor([0.9, 0.5, 0.05])
     with torch.no_grad():
-        reference = pipe.denoiser(x, t, embeds.tokens, embeds.mask)
-        bound = pipe.denoiser.bind(embeds.tokens, embeds.mask)(x, t)
+        reference = pipe.network(x, t, embeds.tokens, embeds.mask)
+        bound = pipe.network.bind(embeds)(x, t)
     assert torch.allclose(bound, reference, atol=1e-5)
     assert int(embeds.mask.sum(1).max()) < embeds.mask.shape[1]  # padding really was trimmed
 
@@ -159,16 +159,16 @@ def test_bound_denoiser_keeps_lora_layers_active(pipe) -> None:
     from peft import LoraConfig, inject_adapter_in_model
 
     torch.manual_seed(0)
-    adapted = copy.deepcopy(pipe.denoiser)
+    adapted = copy.deepcopy(pipe.network)
     config = LoraConfig(r=2, target_modules=["to_q", "to_k", "to_v"], init_lora_weights=False)
     inject_adapter_in_model(config, adapted.net)
     embeds = pipe.encode_prompt(["red square", ""])
     x = torch.randn(2, *pipe.latent_shape(16, 16), generator=torch.Generator().manual_seed(1))
     t = torch.tensor([0.7, 0.7])
     with torch.no_grad():
-        base = pipe.denoiser.bind(embeds.tokens, embeds.mask)(x, t)
+        base = pipe.network.bind(embeds)(x, t)
         reference = adapted(x, t, embeds.tokens, embeds.mask)
-        bound = adapted.bind(embeds.tokens, embeds.mask)(x, t)
+        bound = adapted.bind(embeds)(x, t)
     assert torch.allclose(bound, reference, atol=1e-5)
     assert not torch.allclose(bound, base, atol=1e-3)
 

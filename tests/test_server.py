@@ -27,9 +27,10 @@ def outputs(tmp_path: Path) -> Path:
 def video_pipe():
     from video_helpers import tiny_video_bundle
 
-    from latentkit.video_pipeline import VideoPipeline
+    from latentkit.families.bundle import components_of
+    from latentkit.pipeline import Pipeline
 
-    return VideoPipeline(tiny_video_bundle(), device="cpu")
+    return Pipeline(components_of(tiny_video_bundle()), device="cpu")
 
 
 @pytest.fixture
@@ -514,9 +515,9 @@ def test_two_workers_run_jobs_side_by_side(pipe, outputs: Path) -> None:
 
 def test_serve_refuses_an_image_model_as_video_model(capsys) -> None:
     from latentkit.cli import main
-    from latentkit.pipeline import default_model_path
+    from latentkit.families.bundle import shipped_model
 
-    assert main(["serve", "--video-model", str(default_model_path())]) == 2
+    assert main(["serve", "--video-model", str(shipped_model())]) == 2
     err = capsys.readouterr().err
     assert "is not a video model folder" in err and "Traceback" not in err
     assert main(["serve", "--video-model", "/nonexistent/video"]) == 2

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from latentkit.cli import main
+from latentkit.families.bundle import shipped_model
 from latentkit.outputs import read_png_recipe
-from latentkit.pipeline import Pipeline, default_model_path
+from latentkit.pipeline import Pipeline
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def shipped() -> Pipeline:
 
 def test_default_model_is_inside_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LATENTKIT_MODEL", raising=False)
-    path = default_model_path()
+    path = shipped_model()
     assert path.parts[-3:] == ("latentkit", "weights", "default")
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     assert size < 80 * 2**20

@@ -38,10 +38,11 @@ def server_url(pipe, tmp_path_factory: pytest.TempPathFactory):
     import uvicorn
     from video_helpers import tiny_video_bundle
 
+    from latentkit.families.bundle import components_of
+    from latentkit.pipeline import Pipeline
     from latentkit.server import create_app
-    from latentkit.video_pipeline import VideoPipeline
 
-    video = VideoPipeline(tiny_video_bundle(), device="cpu")
+    video = Pipeline(components_of(tiny_video_bundle()), device="cpu")
     app = create_app(outputs=tmp_path_factory.mktemp("studio"), pipe=pipe, video_pipe=video)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from latentkit.bundle import load_bundle
 from latentkit.cli import main
 from latentkit.errors import InvalidArgument
+from latentkit.families.bundle import load_bundle
 from latentkit.train.commands import train_denoiser, train_vae
 from latentkit.train.loop import TrainConfig
 
@@ -56,8 +56,8 @@ def test_denoiser_loss_falls_and_model_generates(trained_vae, tmp_path: Path) ->
     losses = json.loads((path / "checkpoint" / "checkpoint.json").read_text())["losses"]
     assert mean(losses[-10:]) < 0.8 * mean(losses[:5])
     pipe = Pipeline.load(path, device="cpu")
-    assert pipe.bundle.training["denoiser"]["steps"] == 60
-    assert "codec" in pipe.bundle.training
+    assert pipe.components.bundle.training["denoiser"]["steps"] == 60
+    assert "codec" in pipe.components.bundle.training
     assert pipe.generate("a square number 1", seed=0, steps=2).images[0].size == (16, 16)
 
 

@@ -15,12 +15,12 @@ from video_helpers import SIZE, square_sprite, tiny_video_bundle
 
 from latentkit.cli import main
 from latentkit.data.video import make_clip
-from latentkit.video_bundle import save_video_bundle
+from latentkit.families.bundle import save_bundle
 
 
 @pytest.fixture(scope="module")
 def video_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_video_bundle(tiny_video_bundle(), tmp_path_factory.mktemp("video") / "tiny")
+    return save_bundle(tiny_video_bundle(), tmp_path_factory.mktemp("video") / "tiny")
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:

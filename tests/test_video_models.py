@@ -10,11 +10,12 @@ import pytest
 import torch
 from video_helpers import FRAMES, SIZE, tiny_video_bundle, tiny_video_codec
 
-from latentkit.bundle import save_bundle
 from latentkit.errors import InvalidArgument, ModelFileError
+from latentkit.families.bundle import load_bundle, save_bundle
 from latentkit.models.video_codec import valid_frames
-from latentkit.video_bundle import load_video_bundle, save_video_bundle
-from latentkit.video_pipeline import VideoPipeline
+from latentkit.ops import image_to_video, interpolate_latents
+from latentkit.ops.first_frame import first_frame_latent
+from latentkit.pipeline import Pipeline
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +25,12 @@ def codec():
 
 @pytest.fixture(scope="module")
 def video_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_video_bundle(tiny_video_bundle(), tmp_path_factory.mktemp("video") / "tiny")
+    return save_bundle(tiny_video_bundle(), tmp_path_factory.mktemp("video") / "tiny")
 
 
 @pytest.fixture(scope="module")
-def vpipe(video_dir: Path) -> VideoPipeline:
-    return VideoPipeline.load(video_dir, device="cpu")
+def vpipe(video_dir: Path) -> Pipeline:
+    return Pipeline.load(video_dir, device="cpu", kind="video")
 
 
 def clip(frames: int = FRAMES, seed: int = 0) -> torch.Tensor:
@@ -97,7 +98,7 @@ def test_denoiser_takes_one_time_per_clip_or_per_frame() -> None:
 def test_bundle_round_trip_and_kind_check(video_dir: Path, tmp_path: Path) -> None:
     from conftest import tiny_bundle
 
-    loaded = load_video_bundle(video_dir)
+    loaded = load_bundle(video_dir, kind="video")
     original = tiny_video_bundle()
     x = clip()
     with torch.no_grad():
@@ -106,48 +107,49 @@ def test_bundle_round_trip_and_kind_check(video_dir: Path, tmp_path: Path) -> No
     assert (video_dir / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
     image_model = save_bundle(tiny_bundle(), tmp_path / "image")
     with pytest.raises(ModelFileError, match="image model, not a video model"):
-        load_video_bundle(image_model)
+        load_bundle(image_model, kind="video")
 
 
-def test_same_seed_same_clip_and_frames_round_up(vpipe: VideoPipeline) -> None:
-    a = vpipe.generate("a red block moving left", seed=7, frames=FRAMES)
-    b = vpipe.generate("a red block moving left", seed=7, frames=FRAMES)
-    assert a.frames.shape == (FRAMES, SIZE, SIZE, 3) and a.frames.dtype == np.uint8
-    assert np.array_equal(a.frames, b.frames)
+def test_same_seed_same_clip_and_frames_round_up(vpipe: Pipeline) -> None:
+    a = vpipe.generate("a red block moving left", seed=7, frames=FRAMES).clips[0]
+    b = vpipe.generate("a red block moving left", seed=7, frames=FRAMES).clips[0]
+    assert a.shape == (FRAMES, SIZE, SIZE, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
     with pytest.warns(UserWarning, match="frames 6 rounded up to 9"):
         c = vpipe.generate("a red block", seed=7, frames=6)
-    assert c.frames.shape[0] == 9 and c.recipe.frames == 9
+    assert c.clips[0].shape[0] == 9 and c.recipe.frames == 9
     with pytest.raises(InvalidArgument, match="frames must be at least 1, got 0"):
         vpipe.generate("a red block", frames=0)
 
 
-def test_image_to_video_keeps_the_first_frame(vpipe: VideoPipeline) -> None:
+def test_image_to_video_keeps_the_first_frame(vpipe: Pipeline) -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = vpipe.generate("a red block", seed=1, image=image)
-    z = vpipe.image_latent(image)
+        result = image_to_video(vpipe, image, "a red block", seed=1)
+    z = first_frame_latent(vpipe, image)
     assert torch.equal(result.latents[:, :, :1], z)  # the pinned latent frame is exact
     # ... so frame 0 is the image's own VAE round trip (the decoder is causal).
     round_trip = vpipe.decode(z)
     from latentkit.data.video import tensor_to_clips
 
-    assert np.array_equal(result.frames[0], tensor_to_clips(round_trip)[0, 0])
-    other = vpipe.generate("a red block", seed=2, image=image)
-    assert np.array_equal(other.frames[0], result.frames[0])
-    assert not np.array_equal(other.frames[1:], result.frames[1:])
+    assert np.array_equal(result.clips[0][0], tensor_to_clips(round_trip)[0, 0])
+    other = image_to_video(vpipe, image, "a red block", seed=2)
+    assert np.array_equal(other.clips[0][0], result.clips[0][0])
+    assert not np.array_equal(other.clips[0][1:], result.clips[0][1:])
 
 
-def test_wrong_size_first_frame_is_refused(vpipe: VideoPipeline) -> None:
+def test_wrong_size_first_frame_is_refused(vpipe: Pipeline) -> None:
     with pytest.raises(InvalidArgument, match=f"first frame is 20x12 .* {SIZE}x{SIZE}"):
-        vpipe.generate("x", image=np.zeros((12, 20, 3), np.uint8))
+        image_to_video(vpipe, np.zeros((12, 20, 3), np.uint8), "x")
 
 
-def test_interpolation_keeps_its_endpoints(vpipe: VideoPipeline) -> None:
+def test_interpolation_keeps_its_endpoints(vpipe: Pipeline) -> None:
     recipe = vpipe.recipe("a red block", seed=0, steps=2)
     a, b = torch.randn(1, 4, 3, 2, 2), torch.randn(1, 4, 3, 2, 2)
-    clips = vpipe.interpolate(a, b, 3, recipe)
-    assert len(clips) == 3 and torch.equal(clips[0].latents, a) and torch.equal(clips[2].latents, b)
+    result = interpolate_latents(vpipe, a, b, 3, recipe)
+    assert len(result.clips) == 3
+    assert torch.equal(result.latents[:1], a) and torch.equal(result.latents[2:], b)
     with pytest.raises(InvalidArgument, match="differ in shape"):
-        vpipe.interpolate(a, torch.randn(1, 4, 2, 2, 2), 3, recipe)
+        interpolate_latents(vpipe, a, torch.randn(1, 4, 2, 2, 2), 3, recipe)

@@ -8,12 +8,12 @@ from pathlib import Path
 import imageio.v3 as iio
 
 from latentkit.cli import main
-from latentkit.video_pipeline import default_video_model_path
+from latentkit.families.bundle import shipped_model
 
 
 def test_shipped_video_model_is_small_and_inside_the_package(monkeypatch) -> None:
     monkeypatch.delenv("LATENTKIT_VIDEO_MODEL", raising=False)
-    path = default_video_model_path()
+    path = shipped_model("video")
     assert path.parts[-3:] == ("latentkit", "weights", "video")
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     assert size < 10 * 2**20

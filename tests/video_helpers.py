@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from latentkit.config import TextConfig, VideoCodecConfig, VideoDenoiserConfig
+from latentkit.families.bundle import Bundle
 from latentkit.models.video_codec import VideoCodec
 from latentkit.models.video_denoiser import VideoDenoiser
-from latentkit.video_bundle import VideoBundle
 
 SIZE = 16
 FRAMES = 9
@@ -25,7 +25,7 @@ def tiny_video_codec(seed: int = 0) -> VideoCodec:
     return codec.eval()
 
 
-def tiny_video_bundle(seed: int = 0) -> VideoBundle:
+def tiny_video_bundle(seed: int = 0) -> Bundle:
     codec = tiny_video_codec(seed)
     torch.manual_seed(seed + 1)
     denoiser = VideoDenoiser(
@@ -33,8 +33,9 @@ def tiny_video_bundle(seed: int = 0) -> VideoBundle:
         codec.time_factor,
         codec.factor,
     )
-    return VideoBundle(
+    return Bundle(
         codec=codec,
+        kind="video",
         text=TextConfig(max_tokens=16),
         denoiser=denoiser.eval(),
         name="tiny-video",

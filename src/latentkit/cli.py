@@ -33,6 +33,13 @@ ModelOpt = Annotated[
     typer.Option("--model", help="Model folder (default: the shipped model, or $LATENTKIT_MODEL)."),
 ]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if available).")]
+PredictionOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Stable Diffusion models: epsilon or v_prediction (default: the folder's scheduler "
+        "config)."
+    ),
+]
 
 
 LoraOpt = Annotated[
@@ -71,10 +78,20 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
     return width, height
 
 
-def load_pipeline(model: Path | None, device: str | None):
+def load_pipeline(
+    model: Path | None, device: str | None, prediction: str | None = None, kind: str = "image"
+):
+    """The model's pipeline; another family's model says on stderr what it was taken for."""
     from latentkit.pipeline import Pipeline
 
-    return Pipeline.load(model, device=device)
+    pipe = Pipeline.load(model, device=device, prediction=prediction, kind=kind)
+    if pipe.is_video != (kind == "video"):
+        found = "a video" if pipe.is_video else "an image"
+        other = "latentkit video" if pipe.is_video else "an image command such as generate"
+        raise InvalidArgument(f"{model} is {found} model: use it with `{other} --model {model}`")
+    if pipe.family != "latentkit":
+        typer.echo(f"model: {pipe.components.summary()}", err=True)
+    return pipe
 
 
 @app.command()
@@ -97,6 +114,7 @@ def generate(
         str | None, typer.Option(help="WIDTHxHEIGHT, multiples of the latent cell.")
     ] = None,
     model: ModelOpt = None,
+    prediction: PredictionOpt = None,
     out: Annotated[
         Path, typer.Option(help="Output PNG; with --n > 1, out-0.png, out-1.png ...")
     ] = Path("latentkit.png"),
@@ -115,7 +133,7 @@ def generate(
     from latentkit.outputs import read_png_recipe
     from latentkit.pipeline import Recipe
 
-    pipe = load_pipeline(model, device)
+    pipe = load_pipeline(model, device, prediction)
     add_adapters(pipe, lora, token_file)
     if noise is not None:
         options = {"steps": steps, "cfg": cfg, "sampler": sampler}
@@ -166,13 +184,14 @@ def invert(
     sampler: Annotated[str, typer.Option(help="euler or heun.")] = "euler",
     cfg: Annotated[float, typer.Option(help="Guidance during inversion (1 = none, best).")] = 1.0,
     model: ModelOpt = None,
+    prediction: PredictionOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Find the noise that regenerates an image; `generate --noise FILE` then edits from it."""
     from latentkit.ops import invert as invert_image
     from latentkit.outputs import save_latents
 
-    pipe = load_pipeline(model, device)
+    pipe = load_pipeline(model, device, prediction)
     z, recipe = invert_image(pipe, image, prompt, steps=steps, sampler=sampler, cfg=cfg)
     meta = {**recipe.to_dict(), "source": str(image), "model": pipe.model_id}
     save_latents(z, out, meta)
@@ -228,12 +247,13 @@ def img2img_cmd(
     out: OutPng,
     strength: Annotated[float, typer.Option(help="0 keeps the image, 1 ignores it.")] = 0.6,
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
-    sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None, device: DeviceOpt = None,
+    sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
+    prediction: PredictionOpt = None, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Redraw an image following a prompt; strength sets how far it may move."""
     from latentkit.ops import img2img
 
-    pipe = load_pipeline(model, device)
+    pipe = load_pipeline(model, device, prediction)
     opts = recipe_options(negative, seed, steps, cfg, sampler, n)
     write_images(img2img(pipe, image, prompt, strength=strength, **opts), out)
 
@@ -247,12 +267,13 @@ def inpaint_cmd(
     feather: Annotated[int | None, typer.Option(help="Feather in px (default: a cell).")] = None,
     keep_unmasked: Annotated[bool, typer.Option(help="Unmasked pixels stay identical.")] = True,
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
-    sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None, device: DeviceOpt = None,
+    sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
+    prediction: PredictionOpt = None, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Regenerate the masked part of an image; the rest stays byte-identical."""
     from latentkit.ops import inpaint
 
-    pipe = load_pipeline(model, device)
+    pipe = load_pipeline(model, device, prediction)
     opts = recipe_options(negative, seed, steps, cfg, sampler, n)
     result = inpaint(pipe, image, mask, prompt, feather_px=feather, keep_unmasked=keep_unmasked,
                      **opts)  # fmt: skip
@@ -269,12 +290,13 @@ def outpaint_cmd(
     top: Annotated[int, typer.Option(help="Pixels to add on top.")] = 0,
     bottom: Annotated[int, typer.Option(help="Pixels to add at the bottom.")] = 0,
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
-    sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None, device: DeviceOpt = None,
+    sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
+    prediction: PredictionOpt = None, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Extend the canvas in any direction and fill the new part."""
     from latentkit.ops import outpaint
 
-    pipe = load_pipeline(model, device)
+    pipe = load_pipeline(model, device, prediction)
     opts = recipe_options(negative, seed, steps, cfg, sampler, n)
     write_images(outpaint(pipe, image, prompt, left=left, right=right, top=top, bottom=bottom,
                           **opts), out)  # fmt: skip
@@ -291,15 +313,16 @@ def interpolate_cmd(
     even: Annotated[bool, typer.Option(help="Space frames evenly by measured change.")] = False,
     fps: Annotated[int, typer.Option(help="Frames per second for GIF/MP4.")] = 12,
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
-    sampler: SamplerOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
+    sampler: SamplerOpt = None, model: ModelOpt = None,
+    prediction: PredictionOpt = None, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Morph between seeds, prompts or images; writes a GIF, an MP4 or numbered PNG frames."""
     from latentkit.errors import check_positive_int
-    from latentkit.ops import interpolate, write_animation
-    from latentkit.outputs import save_png
+    from latentkit.ops import interpolate
+    from latentkit.outputs import save_png, write_animation
 
     check_positive_int("fps", fps)
-    pipe = load_pipeline(model, device)
+    pipe = load_pipeline(model, device, prediction)
     opts = recipe_options(negative, seed, steps, cfg, sampler, 1)
     opts.pop("n")
     result = interpolate(pipe, keyframes, frames, prompt=prompt, even=even, **opts)
@@ -330,12 +353,13 @@ def direction_find(
     component: Annotated[int, typer.Option(help="Which principal component (0 = largest).")] = 0,
     name: Annotated[str | None, typer.Option(help="Name stored in the file.")] = None,
     model: ModelOpt = None,
+    prediction: PredictionOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Find a direction from two prompt sets (text), two image folders or PCA (latent)."""
     from latentkit.ops import directions as d
 
-    pipe = load_pipeline(model, device)
+    pipe = load_pipeline(model, device, prediction)
     label = name or out.stem
     if positive or negative:
         direction = d.from_prompts(pipe, list(positive or []), list(negative or []), label)
@@ -383,12 +407,12 @@ def direction_strip(
     out: OutPng,
     amounts: Amounts = "-2,-1,0,1,2",
     seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
-    model: ModelOpt = None, device: DeviceOpt = None,
+    model: ModelOpt = None, prediction: PredictionOpt = None, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Generate one image per amount along a direction, side by side."""
     from latentkit.ops.directions import Direction, generate_along
 
-    pipe = load_pipeline(model, device)
+    pipe = load_pipeline(model, device, prediction)
     result = generate_along(pipe, prompt, Direction.load(direction), parse_amounts(amounts),
                             seed=seed, steps=steps, cfg=cfg, sampler=sampler)  # fmt: skip
     save_strip(result.images, out, {**result.recipe_of(0), "amounts": result.extra["amounts"]})
@@ -404,13 +428,14 @@ def edit(
     prompt: Annotated[str, typer.Option(help="Prompt for inversion (text directions).")] = "",
     steps: StepsOpt = None,
     model: ModelOpt = None,
+    prediction: PredictionOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Move an image along a direction (latent: directly; text: through inversion)."""
     from latentkit.ops.directions import Direction, edit_image
 
     values = parse_amounts(amounts) if amounts else [1.0 if amount is None else amount]
-    pipe = load_pipeline(model, device)
+    pipe = load_pipeline(model, device, prediction)
     rows = edit_image(pipe, image, Direction.load(direction), values, prompt, steps)
     recipe = {"op": "edit", "source": str(image), "direction": str(direction), "amounts": values,
               "model": pipe.model_id}  # fmt: skip
@@ -431,13 +456,13 @@ def blend(
     out: OutPng,
     weight: Annotated[float, typer.Option(help="For two images: 0 = first, 1 = second.")] = 0.5,
     seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
-    model: ModelOpt = None, device: DeviceOpt = None,
+    model: ModelOpt = None, prediction: PredictionOpt = None, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Blend prompts ('a dog:0.6' 'a fox:0.4') or two images (in latent space)."""
     from latentkit.ops import blend as b
     from latentkit.ops.source import looks_like_image
 
-    pipe = load_pipeline(model, device)
+    pipe = load_pipeline(model, device, prediction)
     if all(looks_like_image(i) for i in items):
         if len(items) != 2:
             raise InvalidArgument(f"blending images takes exactly two, got {len(items)}")
@@ -455,13 +480,13 @@ def arith(
     expression: Annotated[str, typer.Argument(help="'A - B + C' of prompts or of image paths.")],
     out: OutPng,
     seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
-    model: ModelOpt = None, device: DeviceOpt = None,
+    model: ModelOpt = None, prediction: PredictionOpt = None, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Vector arithmetic on prompt embeddings or image latents."""
     from latentkit.ops import blend as b
     from latentkit.ops.source import looks_like_image
 
-    pipe = load_pipeline(model, device)
+    pipe = load_pipeline(model, device, prediction)
     terms = b.parse_expression(expression)
     if all(looks_like_image(t) for _, t in terms):
         save_pixels(b.image_arithmetic(pipe, expression), out,
@@ -479,13 +504,13 @@ def mix(
     channels: Annotated[str, typer.Option(help="Images: channels from style.")] = "1,2",
     switch: Annotated[float, typer.Option(help="Prompts: share of steps with the first.")] = 0.3,
     seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
-    model: ModelOpt = None, device: DeviceOpt = None,
+    model: ModelOpt = None, prediction: PredictionOpt = None, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Style mixing: swap latent channels between images, or switch prompts part-way."""
     from latentkit.ops import blend as b
     from latentkit.ops.source import looks_like_image
 
-    pipe = load_pipeline(model, device)
+    pipe = load_pipeline(model, device, prediction)
     if looks_like_image(content) and looks_like_image(style):
         try:
             chosen = [int(c) for c in channels.split(",") if c.strip()]
@@ -508,17 +533,18 @@ def map_cmd(
     thumb: Annotated[int, typer.Option(help="Thumbnail side in pixels.")] = 32,
     limit: Annotated[int | None, typer.Option(help="Use at most this many images.")] = None,
     model: ModelOpt = None,
+    prediction: PredictionOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Place encoded images on a 2D map and render it as an atlas of thumbnails."""
     import numpy as np
 
-    from latentkit.bundle import atomic_write_bytes
+    from latentkit.files import atomic_write_bytes
     from latentkit.ops.latent_map import latent_map
     from latentkit.outputs import save_png
     from latentkit.train.tasks import training_images
 
-    pipe = load_pipeline(model, device)
+    pipe = load_pipeline(model, device, prediction)
     data = training_images(images, pipe.image_size)
     if limit is not None:
         data = data.subset(np.arange(min(limit, len(data))))
@@ -537,6 +563,7 @@ def neighbours(
     k: Annotated[int, typer.Option("-k", help="How many neighbours.")] = 8,
     out: Annotated[Path | None, typer.Option(help="Also write a strip of them.")] = None,
     model: ModelOpt = None,
+    prediction: PredictionOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """The k images nearest to IMAGE in latent space."""
@@ -546,7 +573,7 @@ def neighbours(
     from latentkit.ops.source import prepare
     from latentkit.train.tasks import training_images
 
-    pipe = load_pipeline(model, device)
+    pipe = load_pipeline(model, device, prediction)
     data = training_images(images, pipe.image_size)
     img, _ = prepare(pipe, image)
     if img.size != (pipe.image_size, pipe.image_size):
@@ -566,15 +593,16 @@ def encode(
     image: Annotated[Path, typer.Argument(help="Image file (png, jpg, webp).")],
     out: Annotated[Path, typer.Option(help="Latent file to write (.safetensors).")],
     model: ModelOpt = None,
+    prediction: PredictionOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Encode an image to latents (safetensors, with its recipe in the metadata)."""
     from latentkit.data.images import image_to_tensor, load_image
     from latentkit.outputs import save_latents
 
-    pipe = load_pipeline(model, device)
+    pipe = load_pipeline(model, device, prediction)
     img = load_image(image, min_size=pipe.factor)
-    pipe.codec.check_image_shape(img.height, img.width)
+    pipe.codec.check_pixel_shape(img.height, img.width)
     latents = pipe.encode(image_to_tensor(img))
     recipe = {
         "source": str(image),
@@ -591,18 +619,19 @@ def decode(
     latents: Annotated[Path, typer.Argument(help="Latent file written by encode.")],
     out: Annotated[Path, typer.Option(help="Output PNG.")],
     model: ModelOpt = None,
+    prediction: PredictionOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Decode latents back to an image."""
     from latentkit.data.images import tensor_to_pil
     from latentkit.outputs import load_latents, numbered, save_png
 
-    pipe = load_pipeline(model, device)
+    pipe = load_pipeline(model, device, prediction)
     z, recipe = load_latents(latents)
-    if z.shape[1] != pipe.codec.config.latent_channels:
+    if z.shape[1] != pipe.codec.latent_channels:
         raise InvalidArgument(
             f"{latents} has {z.shape[1]} latent channels; this model's codec takes "
-            f"{pipe.codec.config.latent_channels}"
+            f"{pipe.codec.latent_channels}"
         )
     images = tensor_to_pil(pipe.decode(z))
     for i, img in enumerate(images):
@@ -614,53 +643,38 @@ def decode(
 
 @app.command()
 def info(
-    model: Annotated[
-        Path | None, typer.Argument(help="Model folder (default: shipped model).")
+    model_arg: Annotated[
+        Path | None,
+        typer.Argument(metavar="[MODEL]", help="Model folder (default: the shipped model)."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    model: ModelOpt = None,
+    prediction: PredictionOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON.")] = False,
 ) -> None:
-    """Describe a model: components, sizes, latent statistics, how it was trained."""
-    from latentkit.bundle import load_bundle, read_manifest
-    from latentkit.pipeline import default_model_path
+    """Describe any model latentkit loads: family, codec, text encoder, network, defaults."""
+    from latentkit.families import load_components
+    from latentkit.families.bundle import read_manifest
 
-    path = model if model is not None else default_model_path()
-    manifest = read_manifest(path)
-    bundle = load_bundle(path)
-    if as_json:
-        typer.echo(json.dumps(manifest, indent=2))
-        return
-    c = bundle.codec.config
-    lines = [
-        f"model      {bundle.model_id}  ({path})",
-        f"codec      AutoencoderKL f{c.factor}, {c.latent_channels} latent channels, "
-        f"{c.image_size}px -> {c.latent_size}x{c.latent_size}x{c.latent_channels} "
-        f"({3 * c.factor**2 // c.latent_channels}x fewer values), "
-        f"{count(bundle.codec.vae) / 1e6:.2f}M params",
-        f"latents    shift {fmt(bundle.codec.latent_shift)} scale {fmt(bundle.codec.latent_scale)}",
-        f"text       {bundle.text.name} ({bundle.text.dim}-d tokens, "
-        f"window {bundle.text.max_tokens})",
+    if model_arg is not None and model is not None and model_arg != model:
+        raise InvalidArgument(f"two models given: {model_arg} and --model {model}; give one")
+    path = model if model is not None else model_arg
+    parts = load_components(path, prediction=prediction)
+    d = parts.defaults
+    h, w = parts.codec.native_size
+    size = f"{w}x{h}" + (f", {parts.codec.native_frames} frames" if parts.is_video else "")
+    rows = [
+        ("model", f"{parts.model_id}  ({parts.source})"),
+        *parts.description,
+        ("defaults", f"{size}, {d.steps} steps, cfg {d.cfg:g}, sampler {d.sampler}"),
     ]
-    if bundle.denoiser is not None:
-        d = bundle.denoiser.config
-        lines.append(
-            f"denoiser   PixArtTransformer2DModel {d.layers} layers x {d.width} wide, patch "
-            f"{d.patch_size}, {count(bundle.denoiser) / 1e6:.2f}M params"
-        )
-    else:
-        lines.append("denoiser   none (codec-only bundle: encode/decode only)")
-    for kind, prov in bundle.training.items():
-        if isinstance(prov, list):
-            lines.append(f"recipe     {len(prov)} {kind} recorded (see `latentkit info --json`)")
-            continue
-        if not isinstance(prov, dict):
-            lines.append(f"trained    {kind}: {prov}")
-            continue
-        lines.append(
-            f"trained    {kind}: {prov.get('steps')} steps, {prov.get('seconds')} s on "
-            f"{prov.get('device')}, data {prov.get('data')} ({prov.get('images')} images), "
-            f"final loss {prov.get('final_loss')}"
-        )
-    typer.echo("\n".join(lines))
+    if as_json:
+        described = {"model": parts.model_id, "source": str(parts.source),
+                     "family": parts.family, "rows": rows, "defaults": vars(d)}  # fmt: skip
+        if parts.bundle is not None:
+            described["manifest"] = read_manifest(parts.source)
+        typer.echo(json.dumps(described, indent=2))
+        return
+    typer.echo("\n".join(f"{k:<10} {v}" for k, v in rows))
 
 
 @app.command()
@@ -670,6 +684,7 @@ def serve(
     ),
     port: Annotated[int, typer.Option(help="Port.")] = 7860,
     model: ModelOpt = None,
+    prediction: PredictionOpt = None,
     video_model: Annotated[
         Path | None,
         typer.Option(
@@ -707,12 +722,13 @@ def serve(
     from latentkit.server import create_app
 
     if video_model is not None:
-        from latentkit.bundle import read_manifest
+        from latentkit.families.bundle import read_manifest
 
         if read_manifest(video_model).get("kind") != "video":
             raise InvalidArgument(f"--video-model {video_model} is not a video model folder")
     web = create_app(
         model=model,
+        prediction=prediction,
         video_model=video_model,
         outputs=outputs,
         token=token,
@@ -724,14 +740,6 @@ def serve(
     typer.echo(f"latentkit studio on http://{shown}:{port}/  (outputs in {outputs})")
     # keep-alive outlasts a client's idle pool (httpx: 5 s), so reused connections are not cut
     uvicorn.run(web, host=host, port=port, log_level="warning", timeout_keep_alive=30)
-
-
-def count(module: Any) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def fmt(t: Any) -> str:
-    return "[" + ", ".join(f"{v:.3f}" for v in t.tolist()) + "]"
 
 
 def train_config(**kwargs: Any):
@@ -773,9 +781,9 @@ def eval_cmd(
     """Measure a model: codec PSNR/SSIM against PCA, and generations scored by the evaluation
     network (own-emoji rate, caption retrieval, Frechet distance) on held-out variants, training
     captions and paraphrases."""
-    from latentkit.bundle import atomic_write_bytes
     from latentkit.eval.evalnet import load_eval_network
     from latentkit.eval.evaluate import EvalSettings, evaluate, markdown_report
+    from latentkit.files import atomic_write_bytes
 
     settings = EvalSettings(
         seeds=parse_seeds(seeds), sweep=sweep, sweep_captions=sweep_captions, limit=limit,

@@ -42,9 +42,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
 
 def _pipeline(model: Path | None, device: str | None):
-    from latentkit.video_pipeline import VideoPipeline
+    from latentkit.cli import load_pipeline
 
-    return VideoPipeline.load(model, device=device)
+    return load_pipeline(model, device, kind="video")
 
 
 Frames = Annotated[
@@ -79,10 +79,9 @@ def video_cmd(
     device: DeviceOpt = None,
 ) -> None:
     """Generate a short clip from text, or from text and a first frame (--image)."""
-    from dataclasses import replace
-
-    from latentkit.outputs import save_latents
-    from latentkit.video_pipeline import save_clip
+    from latentkit.cli import step_bar
+    from latentkit.ops import image_to_video
+    from latentkit.outputs import save_clip, save_latents
 
     _check_clip_suffix(out)
     first = None
@@ -91,15 +90,16 @@ def video_cmd(
 
         first = load_image(image)
     pipe = _pipeline(model, device)
-    result = pipe.generate(
-        prompt, frames=frames, seed=seed, steps=steps, cfg=cfg, sampler=sampler,
-        negative_prompt=negative, image=first, image_name=str(image) if image else None,
-    )  # fmt: skip
-    if fps is not None:
-        result.recipe = replace(result.recipe, fps=fps).validate()
-    save_clip(result.frames, out, result.metadata(), result.recipe.fps)
+    args = {"negative_prompt": negative or "", "seed": seed, "steps": steps, "cfg": cfg,
+            "sampler": sampler, "frames": frames, "fps": fps}  # fmt: skip
+    if first is not None:
+        result = image_to_video(pipe, first, prompt, source=str(image), callback=step_bar(),
+                                **args)  # fmt: skip
+    else:
+        result = pipe.run(pipe.recipe(prompt, **args), callback=step_bar())
+    save_clip(result.clips[0], out, result.recipe_of(0), result.recipe.fps)
     if latents is not None:
-        save_latents(result.latents, latents, result.metadata())
+        save_latents(result.latents, latents, result.recipe_of(0))
     typer.echo(f"wrote {out} ({result.recipe.frames} frames, seed {result.recipe.seed})")
 
 
@@ -119,13 +119,12 @@ def video_interpolate_cmd(
     """Slerp between two video latents; the clips play side by side in one file."""
     import numpy as np
 
-    from latentkit.video_pipeline import save_clip
+    from latentkit.ops import interpolate_latents
+    from latentkit.outputs import save_clip
 
     _check_clip_suffix(out)
-    from latentkit.video_pipeline import load_video_latents
-
     pipe = _pipeline(model, device)
-    files = {spec: load_video_latents(spec)[0] for spec in (a, b) if not spec.startswith("seed:")}
+    files = {spec: _video_latent_file(spec) for spec in (a, b) if not spec.startswith("seed:")}
     if frames is None and files:  # a seed endpoint takes the length of the file endpoint
         frames = 1 + (next(iter(files.values())).shape[2] - 1) * pipe.codec.time_factor
     recipe = pipe.recipe(prompt, frames=frames, steps=steps, cfg=cfg, fps=fps, seed=0)
@@ -135,12 +134,21 @@ def video_interpolate_cmd(
             f"{a} and {b} hold video latents of different shapes {list(ends[0].shape)} and "
             f"{list(ends[1].shape)}: make both with the same --frames"
         )
-    clips = pipe.interpolate(ends[0], ends[1], count, recipe)
-    frames_out = min(len(c.frames) for c in clips)
-    strip = np.concatenate([c.frames[:frames_out] for c in clips], axis=2)
-    meta = {**clips[0].metadata(), "op": "video-interpolate", "a": a, "b": b, "count": count}
+    result = interpolate_latents(pipe, ends[0], ends[1], count, recipe)
+    frames_out = min(len(c) for c in result.clips)
+    strip = np.concatenate([c[:frames_out] for c in result.clips], axis=2)
+    meta = {**result.recipe_of(0), "op": "video-interpolate", "a": a, "b": b, "count": count}
     save_clip(strip, out, meta, recipe.fps)
     typer.echo(f"wrote {out} ({count} clips side by side, {frames_out} frames)")
+
+
+def _video_latent_file(spec: str):
+    from latentkit.outputs import load_latents
+
+    latents, _ = load_latents(spec)
+    if latents.ndim != 5:
+        raise InvalidArgument(f"{spec} holds image latents, not video latents [B, C, F, h, w]")
+    return latents
 
 
 def _video_latents(pipe, spec: str, recipe):
@@ -152,8 +160,8 @@ def _video_latents(pipe, spec: str, recipe):
     except ValueError:
         raise InvalidArgument(f"{spec!r} is not seed:N with a whole number N") from None
     r = replace(recipe, seed=seed).validate()
-    x, noise = pipe.initial_noise(r)
-    return pipe.sample(r, x, noise)
+    noise, draw = pipe.initial_noise(r)
+    return pipe.denoise(r, noise, draw)
 
 
 def _check_clip_suffix(out: Path) -> None:

@@ -1,7 +1,8 @@
-"""Files we write: PNGs and latents that carry the recipe that made them.
+"""Files we write: PNGs, latents, animations and clips that carry the recipe that made them.
 
 A PNG's text chunks hold each field readably and the whole recipe as JSON under "latentkit", so
-`latentkit generate --from image.png` can replay it. Files are written to a temp name and renamed.
+`latentkit generate --from image.png` can replay it. A GIF or MP4 carries it in its comment,
+plus a `.json` sidecar for clips. Files are written to a temp name and renamed.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from latentkit.bundle import atomic_save_tensors, atomic_write_bytes
 from latentkit.errors import ImageError, InvalidArgument
+from latentkit.files import atomic_save_tensors, atomic_write, atomic_write_bytes
 
 RECIPE_KEY = "latentkit"
 READABLE_KEYS = ("prompt", "negative_prompt", "seed", "steps", "cfg", "sampler", "model")
@@ -85,14 +87,64 @@ def read_tensor_file(path: str | Path, key: str, what: str) -> tuple[Tensor, dic
 
 
 def load_latents(path: str | Path) -> tuple[Tensor, dict[str, Any]]:
+    """Image latents [B, C, h, w] or video latents [B, C, F, h, w], and their recipe."""
     latents, meta = read_tensor_file(path, "latents", "latent file")
     if latents.ndim == 3:
         latents = latents[None]
-    if latents.ndim != 4 or not torch.isfinite(latents).all():
-        raise InvalidArgument(f"{path} does not hold finite latents of shape [B, C, h, w]")
+    if latents.ndim not in (4, 5) or not torch.isfinite(latents).all():
+        raise InvalidArgument(
+            f"{path} does not hold finite latents of shape [B, C, h, w] or [B, C, F, h, w]"
+        )
     return latents.float(), json.loads(meta.get(RECIPE_KEY, "{}"))
 
 
 def numbered(path: Path, i: int, n: int) -> Path:
     """out.png for one image; out-0.png, out-1.png ... for several."""
     return path if n == 1 else path.with_name(f"{path.stem}-{i}{path.suffix}")
+
+
+def write_animation(
+    images: list[Image.Image], path: Path, fps: int = 12, comment: str | None = None
+) -> Path:
+    """GIF or MP4 by suffix (imageio, with imageio-ffmpeg for MP4), written then renamed.
+
+    `comment` goes into the file itself: the GIF comment extension, or MP4's `comment` tag.
+    """
+    import imageio.v3 as iio
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".gif", ".mp4"):
+        raise InvalidArgument(f"animation must end in .gif or .mp4, got {path.name}")
+    frames = np.stack([np.asarray(im.convert("RGB")) for im in images])
+
+    def write(tmp: str) -> None:
+        if suffix == ".gif":
+            extra = {"comment": comment.encode()} if comment else {}
+            iio.imwrite(tmp, frames, extension=".gif", duration=1000 / fps, loop=0, **extra)
+        else:
+            extra = {"output_params": ["-metadata", f"comment={comment}"]} if comment else {}
+            iio.imwrite(tmp, upscale_for_video(frames), extension=".mp4", fps=fps, **extra)
+
+    return atomic_write(path, write, suffix=suffix)
+
+
+def upscale_for_video(frames: np.ndarray) -> np.ndarray:
+    """Codecs want sides that are multiples of 16; small frames are scaled up by repetition."""
+    h, w = frames.shape[1:3]
+    factor = max(1, -(-128 // min(h, w)))
+    frames = frames.repeat(factor, axis=1).repeat(factor, axis=2)
+    pad_h, pad_w = (-frames.shape[1]) % 16, (-frames.shape[2]) % 16
+    return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+
+
+def save_clip(frames: np.ndarray, path: str | Path, metadata: dict[str, Any], fps: int) -> Path:
+    """A clip as MP4 or GIF with the recipe in the file's comment, plus a sidecar JSON.
+
+    The sidecar (`clip.mp4.json`) is there because players and editors drop container comments.
+    """
+    path = Path(path)
+    text = json.dumps(metadata, sort_keys=True)
+    write_animation([Image.fromarray(f) for f in frames], path, fps=fps, comment=text)
+    atomic_write_bytes(path.with_name(path.name + ".json"), json.dumps(metadata, indent=2).encode())
+    return path

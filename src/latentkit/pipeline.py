@@ -1,28 +1,30 @@
-"""The pipeline: holds the components and turns a recipe into images. Nothing else.
+"""The pipeline: holds a model's components and turns a recipe into images or clips.
 
-Noise is drawn on the CPU from one generator per image (image i of a batch uses seed + i), so an
-image depends on its seed alone: not on batch size, batch position or device.
+One class for every family and for video: the codec, text encoder and network come from
+`latentkit.families` behind the protocols of models/components.py, so nothing here knows a
+UNet from a transformer. Latents stay fp32 wherever they live; only the networks run in bf16 on
+a GPU. Noise is drawn on the CPU from one generator per image (image i of a batch uses seed + i),
+so an image depends on its seed alone: not on batch size, batch position or device.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
 from latentkit import __version__
-from latentkit.bundle import Bundle, load_bundle, save_bundle
-from latentkit.diffusion.guidance import guided_denoiser
-from latentkit.diffusion.samplers import Denoiser, StepInfo, get_sampler
-from latentkit.diffusion.schedules import flow_timesteps
+from latentkit.diffusion.guidance import guided
+from latentkit.diffusion.samplers import StepInfo, get_sampler
 from latentkit.errors import (
     MAX_SEED,
     InvalidArgument,
@@ -32,26 +34,20 @@ from latentkit.errors import (
     check_positive_int,
     check_seed,
 )
-from latentkit.models.text import PromptEmbeds, check_prompt, load_text_encoder
+from latentkit.families import load_components
+from latentkit.families.base import Components, Defaults
+from latentkit.models.components import PromptEmbeds, Velocity
+from latentkit.models.text import check_prompt
 
 MAX_BATCH = 4096
-DEFAULTS = {"steps": 25, "cfg": 4.0, "sampler": "euler", "shift": 1.0}
-
-
-def check_sampling_fields(recipe: Any) -> None:
-    """Checks every recipe shares, image or video: prompts, seed, steps, cfg, shift, sampler."""
-    check_prompt(recipe.prompt)
-    check_prompt(recipe.negative_prompt)
-    check_seed(recipe.seed)
-    check_positive_int("steps", recipe.steps)
-    check_finite("cfg", recipe.cfg, low=0.0)
-    check_finite("shift", recipe.shift, low=1e-3)
-    get_sampler(recipe.sampler)
+MAX_FRAMES = 257
+VIDEO_FIELDS = ("frames", "fps")
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """Everything that decides a generation; written into PNG metadata so it can be replayed."""
+    """Everything that decides a generation; written into outputs so it can be replayed.
+    `frames` and `fps` are set for video models only."""
 
     prompt: str
     negative_prompt: str = ""
@@ -63,22 +59,41 @@ class Recipe:
     height: int = 64
     width: int = 64
     shift: float = 1.0
+    frames: int | None = None
+    fps: int | None = None
 
     def validate(self) -> Recipe:
-        check_sampling_fields(self)
+        check_prompt(self.prompt)
+        check_prompt(self.negative_prompt)
+        check_seed(self.seed)
+        check_positive_int("steps", self.steps)
+        check_finite("cfg", self.cfg, low=0.0)
+        check_finite("shift", self.shift, low=1e-3)
+        get_sampler(self.sampler)
         check_positive_int("n", self.n)
         if self.n > MAX_BATCH:
             raise InvalidArgument(f"n must be at most {MAX_BATCH}, got {self.n}")
         if self.seed + self.n - 1 > MAX_SEED:
             raise InvalidArgument(f"seed + n - 1 must be at most 2^63-1, got seed {self.seed}")
+        if self.frames is not None:
+            check_positive_int("frames", self.frames)
+            if self.frames > MAX_FRAMES:
+                raise InvalidArgument(f"frames must be at most {MAX_FRAMES}, got {self.frames}")
+        if self.fps is not None:
+            check_positive_int("fps", self.fps)
         return self
+
+    @property
+    def is_video(self) -> bool:
+        return self.frames is not None
 
     def for_image(self, i: int) -> Recipe:
         """The one-image recipe that regenerates image i of this batch."""
         return replace(self, seed=self.seed + i, n=1)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        fields = asdict(self)
+        return {k: v for k, v in fields.items() if not (k in VIDEO_FIELDS and v is None)}
 
 
 @dataclass
@@ -99,15 +114,18 @@ class Progress:
 
 @dataclass
 class Generation:
+    """Images (image models) or clips (video models: uint8 [T, H, W, 3] each) and their recipe."""
+
     images: list[Image.Image]
     latents: Tensor
     recipe: Recipe
     model_id: str
     fingerprint: dict[str, str]
     extra: dict[str, Any] = field(default_factory=dict)  # what an op adds: strength, source...
+    clips: list[np.ndarray] = field(default_factory=list)
 
     def recipe_of(self, i: int) -> dict[str, Any]:
-        """Metadata for image i: its own recipe plus the model and software that made it."""
+        """Metadata for output i: its own recipe plus the model and software that made it."""
         return {
             **self.recipe.for_image(i).to_dict(),
             **self.extra,
@@ -120,37 +138,26 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def default_model_path() -> Path:
-    """$LATENTKIT_MODEL if set, else the model shipped inside the package."""
-    env = os.environ.get("LATENTKIT_MODEL")
-    if env:
-        return Path(env)
-    shipped = Path(__file__).parent / "weights" / "default"
-    if (shipped / "latentkit.json").is_file():
-        return shipped
-    raise ModelFileError(
-        "no model given and no default model found: pass --model DIR (Python: Pipeline.load(DIR)) "
-        "or set LATENTKIT_MODEL; train one with `latentkit train vae` then "
-        "`latentkit train denoiser`"
-    )
+def _move(module: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    return module.to(device, dtype).eval() if isinstance(module, torch.nn.Module) else module
 
 
 class Pipeline:
     def __init__(
         self,
-        bundle: Bundle,
+        components: Components,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        self.bundle = bundle
+        self.components = components
         self.device = torch.device(device) if device is not None else default_device()
-        # CPU runs fp32 throughout; on a GPU the networks run in bf16.
+        # CPU runs fp32 throughout; on a GPU the networks run in bf16, latents stay fp32.
         self.dtype = dtype or (torch.float32 if self.device.type == "cpu" else torch.bfloat16)
-        self.codec = bundle.codec.to(self.device, self.dtype).eval()
-        self.denoiser = (
-            bundle.denoiser.to(self.device, self.dtype).eval() if bundle.denoiser else None
-        )
-        self.text_encoder = load_text_encoder(bundle.text)
+        self.codec = _move(components.codec, self.device, self.dtype)
+        self.network = _move(components.network, self.device, self.dtype)
+        self.text_encoder = components.text
+        if hasattr(self.text_encoder, "to"):
+            self.text_encoder.to(self.device, self.dtype)
         self.loras: dict[str, float] = {}  # adapter name -> weight, in load order
         self.token_files: list[str] = []
 
@@ -160,100 +167,53 @@ class Pipeline:
         path: str | Path | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        kind: str = "image",
+        prediction: str | None = None,
     ) -> Pipeline:
-        return cls(load_bundle(path if path is not None else default_model_path()), device, dtype)
+        """Any model latentkit knows: our folders (image or video), diffusers folders of the
+        supported families. No path: the shipped model of `kind` ("image" or "video")."""
+        return cls(load_components(path, kind=kind, prediction=prediction), device, dtype)
 
-    def save(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
-        """Save the model; loaded LoRAs are merged in at their current weights."""
-        if not self.loras:
-            return save_bundle(self.bundle, path, dtype)
-        from latentkit.models.lora import plain_denoiser
+    # -- what the model is -------------------------------------------------------------------
 
-        training = {**self.bundle.training, "merged_loras": dict(self.loras)}
-        merged = replace(self.bundle, denoiser=plain_denoiser(self.denoiser), training=training)
-        return save_bundle(merged, path, dtype)
+    @property
+    def family(self) -> str:
+        return self.components.family
+
+    @property
+    def is_video(self) -> bool:
+        return self.components.is_video
+
+    @property
+    def defaults(self) -> Defaults:
+        return self.components.defaults
 
     @property
     def model_id(self) -> str:
         """The base model's id, plus each LoRA and token file in use, so recipes replay exactly."""
-        base = self.bundle.model_id or self.bundle.name
         extras = [f"lora:{n}*{w:g}" for n, w in self.loras.items()] + [
             f"tokens:{t}" for t in self.token_files
         ]
-        return "+".join([base, *extras])
+        return "+".join([self.components.model_id, *extras])
 
-    # -- adapters ----------------------------------------------------------------------------
-
-    def load_lora(self, path: str | Path, weight: float = 1.0, name: str | None = None) -> str:
-        """Add a LoRA file at `weight`; several can be active at once. Returns its adapter name."""
-        from latentkit.models.lora import load_lora, read_lora
-
-        if self.denoiser is None:
-            raise ModelFileError("this model has no denoiser, so a LoRA has nothing to adapt")
-        lora = read_lora(path)
-        name = name or Path(path).stem
-        if name in self.loras:
-            raise InvalidArgument(f"a LoRA named {name!r} is already loaded")
-        base = lora.info.get("base_model", "")
-        if base and base.split("+")[0] != self.bundle.model_id:
-            import warnings
-
-            warnings.warn(
-                f"LoRA {Path(path).name} was trained on {base}, loading it on "
-                f"{self.bundle.model_id}",
-                stacklevel=2,
-            )
-        self.unmerge_loras()
-        load_lora(self.denoiser, lora, name)
-        self.denoiser.to(self.device, self.dtype)
-        self.loras[name] = weight
-        self.set_lora_weights({})
-        return name
-
-    def set_lora_weights(self, weights: dict[str, float]) -> None:
-        """Reweight loaded LoRAs (unnamed ones keep their weight); 0 turns one off exactly."""
-        from latentkit.models.lora import set_lora_weights
-
-        unknown = set(weights) - set(self.loras)
-        if unknown:
-            raise InvalidArgument(f"no LoRA named {sorted(unknown)}; loaded: {list(self.loras)}")
-        self.loras.update(weights)
-        set_lora_weights(self.denoiser, self.loras)
-
-    def merge_loras(self) -> None:
-        """Fold the LoRAs into the weights: sampling then costs what the base model costs."""
-        from latentkit.models.lora import merge_loras
-
-        if self.loras:
-            merge_loras(self.denoiser)
-
-    def unmerge_loras(self) -> None:
-        from latentkit.models.lora import unmerge_loras
-
-        if self.loras:
-            unmerge_loras(self.denoiser)
-
-    def load_tokens(self, path: str | Path) -> list[str]:
-        """Teach the text encoder the tokens of a textual-inversion file; returns the tokens."""
-        from latentkit.models.tokens import add_learned_tokens, read_tokens
-
-        learned = read_tokens(path)
-        self.text_encoder = add_learned_tokens(self.text_encoder, learned, f"token file {path}")
-        self.token_files.append(Path(path).name)
-        return list(learned.tokens)
+    @property
+    def native_size(self) -> tuple[int, int]:
+        return self.codec.native_size
 
     @property
     def image_size(self) -> int:
-        return self.codec.config.image_size
+        """The side of the model's native (square) images."""
+        return self.codec.native_size[0]
 
     @property
     def factor(self) -> int:
-        return self.codec.factor
+        return self.codec.spatial_factor
 
     @property
     def latent_cell(self) -> int:
         """Image sides must be multiples of this: the codec factor times the patch size."""
-        return self.factor * (self.denoiser.config.patch_size if self.denoiser else 1)
+        return self.factor * (self.network.patch_size if self.network is not None else 1)
 
     def fingerprint(self) -> dict[str, str]:
         return {
@@ -263,26 +223,116 @@ class Pipeline:
             "dtype": str(self.dtype).removeprefix("torch."),
         }
 
+    def save(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Save one of our models; loaded LoRAs are merged in at their current weights."""
+        from latentkit.families.bundle import save_bundle
+
+        bundle = self.components.bundle
+        if bundle is None:
+            raise InvalidArgument(
+                f"only latentkit models can be saved as latentkit folders; this is a "
+                f"{self.components.title} model"
+            )
+        if not self.loras:
+            return save_bundle(bundle, path, dtype)
+        from latentkit.models.lora import plain_denoiser
+
+        training = {**bundle.training, "merged_loras": dict(self.loras)}
+        merged = replace(bundle, denoiser=plain_denoiser(self.network), training=training)
+        return save_bundle(merged, path, dtype)
+
+    # -- adapters ----------------------------------------------------------------------------
+
+    def load_lora(self, path: str | Path, weight: float = 1.0, name: str | None = None) -> str:
+        """Add a LoRA file at `weight`; several can be active at once. Returns its adapter name."""
+        adapters = self.components.adapters
+        if adapters is None:
+            raise ModelFileError("this model has no network that takes a LoRA")
+        name = name or Path(path).stem
+        if name in self.loras:
+            raise InvalidArgument(f"a LoRA named {name!r} is already loaded")
+        check_finite(f"weight of LoRA {name!r}", weight)
+        adapters.load(Path(path), name)
+        self.loras[name] = weight
+        adapters.set_weights(self.loras)
+        return name
+
+    def set_lora_weights(self, weights: dict[str, float]) -> None:
+        """Reweight loaded LoRAs (unnamed ones keep their weight); 0 turns one off exactly."""
+        unknown = set(weights) - set(self.loras)
+        if unknown:
+            raise InvalidArgument(f"no LoRA named {sorted(unknown)}; loaded: {list(self.loras)}")
+        self.loras.update(weights)
+        self.components.adapters.set_weights(self.loras)
+
+    def merge_loras(self) -> None:
+        """Fold the LoRAs into the weights: sampling then costs what the base model costs."""
+        if self.loras:
+            self.components.adapters.merge()
+
+    def unmerge_loras(self) -> None:
+        if self.loras:
+            self.components.adapters.unmerge()
+
+    def load_tokens(self, path: str | Path) -> list[str]:
+        """Teach the text encoder the tokens of a textual-inversion file; returns the tokens."""
+        from latentkit.models.tokens import add_learned_tokens, read_tokens
+
+        if not hasattr(self.text_encoder, "with_tokens"):
+            raise InvalidArgument(
+                f"token files are made for latentkit's MiniLM text encoder; this "
+                f"{self.components.title} model uses {self.text_encoder.name}"
+            )
+        learned = read_tokens(path)
+        self.text_encoder = add_learned_tokens(self.text_encoder, learned, f"token file {path}")
+        self.token_files.append(Path(path).name)
+        return list(learned.tokens)
+
+    # -- recipes -----------------------------------------------------------------------------
+
     def recipe(self, prompt: str, **kwargs: Any) -> Recipe:
         """A validated recipe with this model's defaults filled in and a fresh seed if none."""
-        defaults = {**DEFAULTS, **self.bundle.sampling}
+        d = self.defaults
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         for key in ("steps", "cfg", "sampler", "shift"):
-            kwargs.setdefault(key, defaults[key])
+            kwargs.setdefault(key, getattr(d, key))
         kwargs.setdefault("seed", secrets.randbelow(2**31))
-        kwargs.setdefault("height", self.image_size)
-        kwargs.setdefault("width", self.image_size)
-        return Recipe(prompt=prompt, **kwargs).validate()
+        kwargs.setdefault("height", self.native_size[0])
+        kwargs.setdefault("width", self.native_size[1])
+        if self.is_video:
+            kwargs.setdefault("frames", self.codec.native_frames)
+            kwargs.setdefault("fps", d.fps)
+        elif kwargs.get("frames") is not None:
+            raise InvalidArgument("frames is for video models; this model makes images")
+        recipe = Recipe(prompt=prompt, **kwargs).validate()
+        if recipe.frames is not None:
+            recipe = replace(recipe, frames=self.frames_for(recipe.frames))
+        return recipe
+
+    def frames_for(self, frames: int) -> int:
+        """Round a frame count up to one the causal codec takes, saying so when it changes."""
+        check_positive_int("frames", frames)
+        tf = self.codec.time_factor
+        fixed = 1 + -(-(frames - 1) // tf) * tf
+        if fixed != frames:
+            warnings.warn(
+                f"frames {frames} rounded up to {fixed}: the video VAE takes 1 + a multiple of "
+                f"{tf} frames",
+                stacklevel=3,
+            )
+        return fixed
 
     # -- components --------------------------------------------------------------------------
 
-    def encode_prompt(self, prompts: list[str]) -> PromptEmbeds:
-        return self.text_encoder.encode(prompts).to(self.device, self.dtype)
+    def encode_prompt(self, prompts: list[str], negative: bool = False) -> PromptEmbeds:
+        """Prompt embeddings in fp32 on the CPU (ops combine them; networks move them)."""
+        return self.text_encoder.encode(prompts, negative=negative).to("cpu", torch.float32)
 
     @torch.no_grad()
-    def encode(self, images: Tensor) -> Tensor:
-        """Pixels in [-1, 1] -> normalised latents (posterior mean), on the CPU in fp32."""
-        return self.codec.encode(images.to(self.device, self.dtype)).float().cpu()
+    def encode(self, pixels: Tensor) -> Tensor:
+        """Pixels in [-1, 1] ([B, 3, H, W], or [B, 3, T, H, W] for video) -> normalised latents
+        (posterior mean), on the CPU in fp32."""
+        return self.codec.encode(pixels.to(self.device, self.dtype)).float().cpu()
 
     @torch.no_grad()
     def decode(self, latents: Tensor, tile: int | None = None) -> Tensor:
@@ -304,37 +354,51 @@ class Pipeline:
         return images.cpu()
 
     def auto_tile(self, latents: Tensor) -> int | None:
-        """Tile only grids over twice the training size, where memory grows past the usual."""
-        limit = 2 * self.codec.config.latent_size
+        """Tile image grids over twice the native size, where memory grows past the usual."""
+        if latents.ndim != 4:
+            return None
+        limit = 2 * self.image_size // self.factor
         return limit if max(latents.shape[-2:]) > limit else None
 
     def preview(self, latents: Tensor) -> list[Image.Image]:
         from latentkit.data.images import tensor_to_pil
 
         with torch.no_grad():
-            return tensor_to_pil(self.codec.preview(latents.float()).cpu())
+            rgb = self.codec.preview(latents.float().to(self.device)).float().cpu()
+        return tensor_to_pil(rgb[:, :, 0] if rgb.ndim == 5 else rgb)
 
     # -- sampling ----------------------------------------------------------------------------
 
-    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        self.codec.check_image_shape(height, width)
+    def latent_shape(self, height: int, width: int, frames: int | None = None) -> tuple[int, ...]:
+        """[C, h, w], or [C, F, h, w] for a clip of `frames` frames."""
+        self.codec.check_pixel_shape(height, width)
         cell = self.latent_cell
         for name, size in (("height", height), ("width", width)):
             if size % cell:
                 raise InvalidArgument(f"{name} {size} must be a multiple of {cell} for this model")
-        return self.codec.config.latent_channels, height // self.factor, width // self.factor
+        spatial = (height // self.factor, width // self.factor)
+        if frames is None:
+            return (self.codec.latent_channels, *spatial)
+        latent_frames = (frames - 1) // self.codec.time_factor + 1
+        return (self.codec.latent_channels, latent_frames, *spatial)
 
     def initial_noise(self, recipe: Recipe) -> tuple[Tensor, Callable[[], Tensor]]:
-        """Starting noise and a source of fresh noise, both from one CPU generator per image."""
-        shape = self.latent_shape(recipe.height, recipe.width)
+        """Unit noise and a source of fresh noise, both from one CPU generator per image."""
+        shape = self.latent_shape(recipe.height, recipe.width, recipe.frames)
         gens = [torch.Generator("cpu").manual_seed(recipe.seed + i) for i in range(recipe.n)]
 
         def draw() -> Tensor:
-            return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(
-                self.device, self.dtype
-            )
+            return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(self.device)
 
         return draw(), draw
+
+    def times(self, recipe: Recipe) -> Tensor:
+        """The model's sampling times for this recipe, from its start down to 0."""
+        return self.components.schedule.times(recipe.steps, recipe.shift)
+
+    def start_scale(self, t: float) -> float:
+        """x at time t is start_scale(t) * unit noise where sampling starts (1 at t = 1)."""
+        return self.components.schedule.start_scale(float(t))
 
     def guided(
         self,
@@ -343,20 +407,19 @@ class Pipeline:
         cfg: float,
         n: int,
         cond: PromptEmbeds | None = None,
-    ) -> Denoiser:
-        """The denoiser with prompts bound; cfg=1 runs the conditional pass alone.
+    ) -> Velocity:
+        """The network with prompts bound; cfg=1 runs the conditional pass alone.
 
         `cond` (one row per image) replaces the prompt's embedding: blends and morphs use it.
         """
-        if self.denoiser is None:
+        if self.network is None:
             raise ModelFileError(
                 "this model has no denoiser (a codec-only bundle): it cannot generate"
             )
         if cond is None:
             cond = self.encode_prompt([prompt]).repeat(n)
-        cond = cond.to(self.device, self.dtype)
-        uncond = None if cfg == 1.0 else self.encode_prompt([negative_prompt]).repeat(n)
-        return guided_denoiser(self.denoiser, cond, uncond, cfg)
+        uncond = None if cfg == 1.0 else self.encode_prompt([negative_prompt], True).repeat(n)
+        return guided(self.network, cond, uncond, cfg)
 
     @torch.no_grad()
     def sample(
@@ -366,30 +429,44 @@ class Pipeline:
         noise: Callable[[], Tensor] | None,
         ts: Tensor | None = None,
         callback: Callable[[Progress], None] | None = None,
-        wrap: Callable[[Denoiser], Denoiser] | None = None,
+        wrap: Callable[[Velocity], Velocity] | None = None,
         cond: PromptEmbeds | None = None,
     ) -> Tensor:
-        """Integrate from x at ts[0] down to ts[-1].
+        """Integrate from x at ts[0] (default: the model's schedule) down to ts[-1].
 
-        Ops pass their own start and schedule (img2img) or wrap the guided denoiser
-        (inpainting), so `generate` itself never grows a branch per operation.
+        Ops pass their own start and schedule (img2img) or wrap the guided model (inpainting,
+        image-to-video), so `generate` itself never grows a branch per operation.
         """
         model = self.guided(recipe.prompt, recipe.negative_prompt, recipe.cfg, x.shape[0], cond)
         if wrap is not None:
             model = wrap(model)
-        ts = ts if ts is not None else flow_timesteps(recipe.steps, shift=recipe.shift)
+        ts = ts if ts is not None else self.times(recipe)
         sampler = get_sampler(recipe.sampler)
 
         def on_step(info: StepInfo) -> None:
             if callback is not None:
                 callback(Progress(info.step, info.total, info.t, info.x, info.denoised, self))
 
+        x = x.to(self.device, torch.float32)
         out = sampler(model, x, ts.to(self.device), noise=noise, callback=on_step)
         if not torch.isfinite(out).all():
             raise LatentkitError(
                 "sampling diverged (NaN or Inf in the latents); try a lower cfg or more steps"
             )
         return out.float().cpu()
+
+    def denoise(
+        self,
+        recipe: Recipe,
+        noise: Tensor,
+        draw: Callable[[], Tensor] | None = None,
+        **options: Any,
+    ) -> Tensor:
+        """Sample from unit noise: scaled to where the model's schedule starts, then integrated.
+        `options` are sample()'s: callback, wrap, cond."""
+        ts = self.times(recipe)
+        x = noise.to(self.device, torch.float32) * self.start_scale(ts[0])
+        return self.sample(recipe, x, draw, ts, **options)
 
     def generate(
         self,
@@ -403,8 +480,10 @@ class Pipeline:
         height: int | None = None,
         width: int | None = None,
         callback: Callable[[Progress], None] | None = None,
+        frames: int | None = None,
     ) -> Generation:
-        """Text to images. An empty prompt means unconditional; image i uses seed + i."""
+        """Text to images (or clips, on a video model). An empty prompt means unconditional;
+        image i uses seed + i."""
         recipe = self.recipe(
             prompt,
             negative_prompt=negative_prompt or "",
@@ -415,16 +494,24 @@ class Pipeline:
             n=n,
             height=height,
             width=width,
+            frames=frames,
         )
         return self.run(recipe, callback)
 
     def run(self, recipe: Recipe, callback: Callable[[Progress], None] | None = None) -> Generation:
-        x, noise = self.initial_noise(recipe)
-        return self.finish(recipe, self.sample(recipe, x, noise, callback=callback))
+        noise, draw = self.initial_noise(recipe)
+        return self.finish(recipe, self.denoise(recipe, noise, draw, callback=callback))
 
     def finish(self, recipe: Recipe, latents: Tensor, **extra: Any) -> Generation:
         """Decode sampled latents into a Generation that knows how it was made."""
         from latentkit.data.images import tensor_to_pil
 
-        images = tensor_to_pil(self.decode(latents))
-        return Generation(images, latents, recipe, self.model_id, self.fingerprint(), extra)
+        pixels = self.decode(latents)
+        result = Generation([], latents, recipe, self.model_id, self.fingerprint(), extra)
+        if pixels.ndim == 5:
+            from latentkit.data.video import tensor_to_clips
+
+            result.clips = list(tensor_to_clips(pixels[:, :, : recipe.frames]))
+        else:
+            result.images = tensor_to_pil(pixels)
+        return result

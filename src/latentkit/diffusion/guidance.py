@@ -1,16 +1,15 @@
-"""Classifier-free guidance (Ho & Salimans 2022) as a wrapper that yields a plain Denoiser."""
+"""Classifier-free guidance (Ho & Salimans 2022) as a wrapper that yields a plain velocity model.
+
+Guidance on the velocity equals guidance on epsilon for the VP families, because their
+conversion to velocity is affine in the network's output (families.md, section 2).
+"""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from functools import partial
 
 import torch
 from torch import Tensor
 
-from latentkit.models.text import PromptEmbeds
-
-Network = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+from latentkit.models.components import Network, PromptEmbeds, Velocity
 
 
 def cfg_combine(v_cond: Tensor, v_uncond: Tensor, scale: float) -> Tensor:
@@ -18,27 +17,19 @@ def cfg_combine(v_cond: Tensor, v_uncond: Tensor, scale: float) -> Tensor:
     return v_uncond + scale * (v_cond - v_uncond)
 
 
-def guided_denoiser(
-    net: Network, cond: PromptEmbeds, uncond: PromptEmbeds | None, scale: float
-) -> Callable[[Tensor, Tensor], Tensor]:
+def guided(
+    network: Network, cond: PromptEmbeds, uncond: PromptEmbeds | None, scale: float
+) -> Velocity:
     """Bind prompts to the network; both passes run as one batch, since that is one launch.
 
-    A network with a `bind(tokens, mask)` method (our Denoiser) computes its text side once
-    here rather than at every step.
+    `uncond` None means no guidance: the conditional pass runs alone.
     """
-    tokens = cond.tokens if uncond is None else torch.cat([cond.tokens, uncond.tokens])
-    mask = cond.mask if uncond is None else torch.cat([cond.mask, uncond.mask])
-    bind = getattr(net, "bind", None)
-    model = bind(tokens, mask) if bind is not None else partial(_unbound, net, tokens, mask)
+    model = network.bind(cond if uncond is None else PromptEmbeds.cat([cond, uncond]))
+    if uncond is None:
+        return model
 
     def denoise(x: Tensor, t: Tensor) -> Tensor:
-        if uncond is None:
-            return model(x, t)
         v_cond, v_uncond = model(torch.cat([x, x]), torch.cat([t, t])).chunk(2)
         return cfg_combine(v_cond, v_uncond, scale)
 
     return denoise
-
-
-def _unbound(net: Network, tokens: Tensor, mask: Tensor, x: Tensor, t: Tensor) -> Tensor:
-    return net(x, t, tokens, mask)

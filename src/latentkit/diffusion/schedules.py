@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Protocol
+
 import torch
 from torch import Tensor
 
@@ -21,3 +24,34 @@ def flow_timesteps(steps: int, shift: float = 1.0) -> Tensor:
         raise InvalidArgument(f"shift must be greater than 0, got {shift}")
     t = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
     return time_shift(t, shift).to(torch.float32)
+
+
+def marginal_scale(t: float) -> float:
+    """Standard deviation of x_t = (1-t) x0 + t n for unit-variance x0 and n: sqrt(t^2 + (1-t)^2).
+
+    Where sampling starts below t = 1 (the VP families), the start is this times unit noise:
+    exactly diffusers' `init_noise_sigma` = sqrt(sigma_max^2 + 1) mapped to flow coordinates.
+    """
+    return math.sqrt(t * t + (1.0 - t) ** 2)
+
+
+class Schedule(Protocol):
+    """A family's sampling times: what `steps` means for its network, in flow time."""
+
+    def times(self, steps: int, shift: float = 1.0) -> Tensor:
+        """steps + 1 decreasing times in [0, 1], the last 0."""
+        ...
+
+    def start_scale(self, t: float) -> float:
+        """The scale of unit noise at the first time: x(t_start) = start_scale * noise."""
+        ...
+
+
+class FlowSchedule:
+    """Our models' schedule: uniform in t from 1 (pure noise) to 0, optionally shifted."""
+
+    def times(self, steps: int, shift: float = 1.0) -> Tensor:
+        return flow_timesteps(steps, shift)
+
+    def start_scale(self, t: float) -> float:
+        return marginal_scale(t)

@@ -20,8 +20,8 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from latentkit.bundle import atomic_save_tensors, atomic_write_bytes
 from latentkit.errors import InvalidArgument, ModelFileError
+from latentkit.files import atomic_save_tensors, atomic_write_bytes
 
 WEIGHTS_FILE = "evalnet.safetensors"
 CONFIG_FILE = "evalnet.json"

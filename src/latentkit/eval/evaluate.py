@@ -134,9 +134,9 @@ def generate_for_prompts(
         def draw(sources=sources) -> Tensor:
             return torch.cat([fresh() for _, fresh in sources])
 
-        x = torch.cat([start for start, _ in sources])
-        latents = pipe.sample(
-            replace(recipe, n=len(chunk)), x, draw, cond=pipe.encode_prompt(chunk)
+        noise = torch.cat([start for start, _ in sources])
+        latents = pipe.denoise(
+            replace(recipe, n=len(chunk)), noise, draw, cond=pipe.encode_prompt(chunk)
         )
         out.append(tensor_to_uint8(pipe.decode(latents)))
     return np.concatenate(out)

@@ -1,7 +1,9 @@
-"""The codec: a KL autoencoder plus the latent statistics that make its latents unit-variance.
+"""The image codec: a diffusers KL autoencoder plus the latent statistics that normalise it.
 
 As in FLUX's autoencoder, scale and shift live inside encode/decode so no caller ever repeats a
-magic number; they are measured on the training data and stored with the weights.
+magic number. Our own models measure them on the training data and store them with the weights;
+other families bring theirs (Stable Diffusion: shift 0, scale 0.18215). Any `AutoencoderKL`
+works, so the same class serves our bundles and a user's Stable Diffusion folder.
 """
 
 from __future__ import annotations
@@ -12,28 +14,53 @@ from torch import Tensor, nn
 
 from latentkit.config import CodecConfig
 from latentkit.errors import InvalidArgument
-from latentkit.models.lean_import import diffusers_class
 
-AutoencoderKL = diffusers_class("models.autoencoders.autoencoder_kl", "AutoencoderKL")
+
+def autoencoder_kl(**kwargs) -> nn.Module:
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+
+    return AutoencoderKL(**kwargs)
 
 
 class Codec(nn.Module):
-    """Pixels in [-1, 1] <-> normalised latents, on batches."""
+    """Pixels in [-1, 1] <-> normalised latents, on batches (the `Codec` protocol for images)."""
 
-    def __init__(self, config: CodecConfig) -> None:
+    time_factor = 1
+    native_frames = 1
+
+    def __init__(
+        self,
+        vae: nn.Module,
+        native_size: tuple[int, int],
+        *,
+        shift: Tensor | float = 0.0,
+        scale: Tensor | float = 1.0,
+        preview_weights: Tensor | None = None,
+        config: CodecConfig | None = None,
+    ) -> None:
         super().__init__()
-        self.config = config
-        self.vae = AutoencoderKL(**config.diffusers_kwargs())
-        channels = config.latent_channels
-        self.register_buffer("latent_shift", torch.zeros(channels))
-        self.register_buffer("latent_scale", torch.ones(channels))
-        self.register_buffer("preview_weights", torch.zeros(channels + 1, 3))
+        self.vae = vae
+        self.config = config  # our own models' architecture, written back when saving
+        self.native_size = native_size
+        self.spatial_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.latent_channels = vae.config.latent_channels
+        channels = self.latent_channels
+        self.register_buffer("latent_shift", torch.zeros(channels) + shift)
+        self.register_buffer("latent_scale", torch.zeros(channels) + scale)
+        weights = preview_weights if preview_weights is not None else torch.zeros(channels + 1, 3)
+        self.register_buffer("preview_weights", weights.clone().float())
+
+    @classmethod
+    def from_config(cls, config: CodecConfig) -> Codec:
+        """One of our own codecs, untrained, with identity statistics."""
+        vae = autoencoder_kl(**config.diffusers_kwargs())
+        return cls(vae, (config.image_size, config.image_size), config=config)
 
     @property
     def factor(self) -> int:
-        return self.config.factor
+        return self.spatial_factor
 
-    def check_image_shape(self, height: int, width: int) -> None:
+    def check_pixel_shape(self, height: int, width: int) -> None:
         """Refuse sizes the encoder would silently crop or pad."""
         f = self.factor
         for name, size in (("height", height), ("width", width)):
@@ -53,7 +80,7 @@ class Codec(nn.Module):
         """Posterior mean by default; a seeded sample when asked (training-time augmentation)."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise InvalidArgument(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
-        self.check_image_shape(images.shape[2], images.shape[3])
+        self.check_pixel_shape(images.shape[2], images.shape[3])
         posterior = self.vae.encode(images).latent_dist
         z = posterior.sample(generator) if sample else posterior.mean
         return self.normalize(z)
@@ -68,7 +95,7 @@ class Codec(nn.Module):
 
     @staticmethod
     def _stat(stat: Tensor, like: Tensor) -> Tensor:
-        return stat.to(like.dtype).view(1, -1, 1, 1)
+        return stat.to(like).view(1, -1, 1, 1)
 
     def decode(self, latents: Tensor, *, tile: int | None = None) -> Tensor:
         """Decode normalised latents; `tile` (latent cells) bounds each convolution's working set.
@@ -79,10 +106,9 @@ class Codec(nn.Module):
         differ from the plain decode everywhere (measured up to 0.6 on a [-1, 1] scale); this way
         the result equals the plain decode to float rounding, so there is no seam to hide.
         """
-        if latents.ndim != 4 or latents.shape[1] != self.config.latent_channels:
+        if latents.ndim != 4 or latents.shape[1] != self.latent_channels:
             raise InvalidArgument(
-                f"latents must be [B, {self.config.latent_channels}, h, w], "
-                f"got {tuple(latents.shape)}"
+                f"latents must be [B, {self.latent_channels}, h, w], got {tuple(latents.shape)}"
             )
         z = self.denormalize(latents)
         h, w = z.shape[-2:]
@@ -94,7 +120,7 @@ class Codec(nn.Module):
             return self.vae.decode(z).sample
 
     def preview(self, latents: Tensor) -> Tensor:
-        """A cheap RGB preview at latent resolution: one linear map fitted at training time."""
+        """A cheap RGB preview at latent resolution: one linear map (plus bias) per model."""
         ones = latents.new_ones(latents.shape[0], 1, *latents.shape[2:])
         x = torch.cat([latents, ones], dim=1)
         return torch.einsum("bchw,cd->bdhw", x, self.preview_weights.to(latents)).clamp(-1, 1)

@@ -13,19 +13,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latentkit.config import DenoiserConfig
-from latentkit.models.lean_import import diffusers_class
-
-PixArtTransformer2DModel = diffusers_class(
-    "models.transformers.pixart_transformer_2d", "PixArtTransformer2DModel"
-)
+from latentkit.models.components import PromptEmbeds
 
 TIMESTEP_SCALE = 1000.0
 
 
 class Denoiser(nn.Module):
+    """Our network: a `Network` whose output already is the flow velocity."""
+
     def __init__(self, config: DenoiserConfig) -> None:
+        from diffusers.models.transformers.pixart_transformer_2d import PixArtTransformer2DModel
+
         super().__init__()
         self.config = config
+        self.patch_size = config.patch_size
         self.net = PixArtTransformer2DModel(**config.diffusers_kwargs())
 
     def forward(self, x: Tensor, t: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
@@ -39,9 +40,9 @@ class Denoiser(nn.Module):
             return_dict=False,
         )[0]
 
-    def bind(self, tokens: Tensor, mask: Tensor) -> BoundDenoiser:
+    def bind(self, cond: PromptEmbeds) -> BoundDenoiser:
         """This network with its text fixed for a whole sampling run (see BoundDenoiser)."""
-        return BoundDenoiser(self, tokens, mask)
+        return BoundDenoiser(self, cond.tokens, cond.mask)
 
 
 class BoundDenoiser:
@@ -58,10 +59,13 @@ class BoundDenoiser:
     def __init__(self, denoiser: Denoiser, tokens: Tensor, mask: Tensor) -> None:
         net = denoiser.net
         self.net = net
+        param = next(net.parameters())
+        self.dtype = param.dtype
         keep = max(1, int(mask.sum(1).max()))
         if bool(mask[:, keep:].any()):
             raise ValueError("token masks must be padded at the end")  # pragma: no cover
-        tokens, mask = tokens[:, :keep], mask[:, :keep]  # [B, L]
+        tokens = tokens[:, :keep].to(param.device, self.dtype)  # [B, L, D]
+        mask = mask[:, :keep].to(param.device)  # [B, L]
         dtype = tokens.dtype
         context = net.caption_projection(tokens)  # [B, L, D]
         self.bias = ((1 - mask.to(dtype)) * -10000.0)[:, None, None, :]  # [B, 1, 1, L]
@@ -101,10 +105,13 @@ class BoundDenoiser:
         return self._merge(attn, F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias))
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        """x [B, C, h, w], t [B] in [0, 1] -> velocity; B must match the bound tokens."""
-        net = self.net
+        """x [B, C, h, w], t [B] in [0, 1] -> velocity in fp32; B must match the bound tokens."""
         if x.shape[0] != self.batch:
             raise ValueError(f"bound to {self.batch} prompts, called with {x.shape[0]} latents")
+        return self._forward(x.to(self.dtype), t).float()
+
+    def _forward(self, x: Tensor, t: Tensor) -> Tensor:
+        net = self.net
         b, p = x.shape[0], net.config.patch_size
         height, width = x.shape[-2] // p, x.shape[-1] // p
         h = net.pos_embed(x)  # [B, N, D]

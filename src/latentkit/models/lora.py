@@ -17,8 +17,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from latentkit.bundle import atomic_save_tensors
 from latentkit.errors import InvalidArgument, ModelFileError, check_finite, check_positive_int
+from latentkit.files import atomic_save_tensors
 from latentkit.models.denoiser import Denoiser
 
 PREFIX = "transformer."
@@ -269,6 +269,35 @@ def plain_denoiser(denoiser: Denoiser) -> Denoiser:
     return out.eval()
 
 
+class DenoiserLoras:
+    """Our denoiser's LoRA host (the families' `Adapters` protocol), through peft."""
+
+    def __init__(self, denoiser: Denoiser, model_id: str) -> None:
+        self.denoiser, self.model_id = denoiser, model_id
+
+    def load(self, path: Path, name: str) -> None:
+        lora = read_lora(path)
+        base = lora.info.get("base_model", "")
+        if base and base.split("+")[0] != self.model_id:
+            warnings.warn(
+                f"LoRA {Path(path).name} was trained on {base}, loading it on {self.model_id}",
+                stacklevel=3,
+            )
+        param = next(self.denoiser.parameters())
+        self.unmerge()
+        load_lora(self.denoiser, lora, name)
+        self.denoiser.to(param.device, param.dtype)
+
+    def set_weights(self, weights: dict[str, float]) -> None:
+        set_lora_weights(self.denoiser, weights)
+
+    def merge(self) -> None:
+        merge_loras(self.denoiser)
+
+    def unmerge(self) -> None:
+        unmerge_loras(self.denoiser)
+
+
 def parse_lora_arg(text: str) -> tuple[Path, float]:
     """`style.safetensors:0.8` -> (path, 0.8); no `:weight` means 1.0."""
     path, sep, weight = text.rpartition(":")
@@ -285,6 +314,7 @@ def parse_lora_arg(text: str) -> tuple[Path, float]:
 
 __all__ = [
     "DEFAULT_TARGETS",
+    "DenoiserLoras",
     "LoraFile",
     "LoraSpec",
     "add_lora",

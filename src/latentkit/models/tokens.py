@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from latentkit.bundle import atomic_save_tensors
 from latentkit.errors import InvalidArgument, ModelFileError
+from latentkit.files import atomic_save_tensors
 from latentkit.models.text import refuse_known_tokens
 
 KIND = "latentkit-tokens"

@@ -9,7 +9,6 @@ Scale and shift live inside encode/decode, as in the image Codec.
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKLLTXVideo
 from torch import Tensor, nn
 
 from latentkit.config import VideoCodecConfig
@@ -26,20 +25,26 @@ class VideoCodec(nn.Module):
     """Videos [B, 3, T, H, W] in [-1, 1] <-> normalised latents [B, C, 1 + (T-1)/tf, h, w]."""
 
     def __init__(self, config: VideoCodecConfig) -> None:
+        from diffusers import AutoencoderKLLTXVideo
+
         super().__init__()
         self.config = config
         self.vae = AutoencoderKLLTXVideo(**config.diffusers_kwargs())
+        self.spatial_factor = config.factor
+        self.time_factor = config.time_factor
+        self.latent_channels = config.latent_channels
+        self.native_size = (config.image_size, config.image_size)
+        self.native_frames = config.frames
         channels = config.latent_channels
         self.register_buffer("latent_shift", torch.zeros(channels))
         self.register_buffer("latent_scale", torch.ones(channels))
 
     @property
     def factor(self) -> int:
-        return self.config.factor
+        return self.spatial_factor
 
-    @property
-    def time_factor(self) -> int:
-        return self.config.time_factor
+    def check_pixel_shape(self, height: int, width: int) -> None:
+        self.check_video_shape(1, height, width)
 
     def check_video_shape(self, frames: int, height: int, width: int) -> None:
         """Refuse shapes the encoder would silently crop: a clip must be 1 + k * tf frames."""
@@ -70,13 +75,21 @@ class VideoCodec(nn.Module):
         z = posterior.sample(generator) if sample else posterior.mean
         return self.normalize(z)
 
-    def decode(self, latents: Tensor) -> Tensor:
-        if latents.ndim != 5 or latents.shape[1] != self.config.latent_channels:
+    def decode(self, latents: Tensor, *, tile: int | None = None) -> Tensor:
+        """Latents -> [B, 3, T, H, W]; `tile` is for image codecs and is refused here."""
+        if latents.ndim != 5 or latents.shape[1] != self.latent_channels:
             raise InvalidArgument(
-                f"video latents must be [B, {self.config.latent_channels}, f, h, w], "
+                f"video latents must be [B, {self.latent_channels}, f, h, w], "
                 f"got {tuple(latents.shape)}"
             )
+        if tile is not None:
+            raise InvalidArgument("tiled decoding is for image codecs; the video codec has none")
         return self.vae.decode(self.denormalize(latents)).sample
+
+    def preview(self, latents: Tensor) -> Tensor:
+        """A grey preview per latent frame: the video codec has no fitted colour map."""
+        grey = latents.mean(1, keepdim=True).tanh()  # [B, 1, F, h, w]
+        return grey.expand(-1, 3, *grey.shape[2:])
 
     def normalize(self, z: Tensor) -> Tensor:
         return (z - self._stat(self.latent_shift, z)) * self._stat(self.latent_scale, z)

@@ -7,16 +7,20 @@ while the rest are noisy, as LTX-Video's own image-to-video conditioning does.
 
 from __future__ import annotations
 
-from diffusers import LTXVideoTransformer3DModel
 from torch import Tensor, nn
 
 from latentkit.config import VideoDenoiserConfig
 from latentkit.errors import InvalidArgument
+from latentkit.models.components import PromptEmbeds, Velocity
 from latentkit.models.denoiser import TIMESTEP_SCALE
 
 
 class VideoDenoiser(nn.Module):
+    patch_size = 1
+
     def __init__(self, config: VideoDenoiserConfig, time_factor: int = 4, factor: int = 8) -> None:
+        from diffusers import LTXVideoTransformer3DModel
+
         super().__init__()
         self.config = config
         self.net = LTXVideoTransformer3DModel(**config.diffusers_kwargs())
@@ -45,6 +49,17 @@ class VideoDenoiser(nn.Module):
             return_dict=False,
         )[0]  # [B, F*h*w, C]
         return out.reshape(b, f, h, w, c).permute(0, 4, 1, 2, 3)
+
+    def bind(self, cond: PromptEmbeds) -> Velocity:
+        """The network with its prompts fixed; latents in fp32, the network in its own dtype."""
+        param = next(self.parameters())
+        tokens = cond.tokens.to(param.device, param.dtype)
+        mask = cond.mask.to(param.device)
+
+        def velocity(x: Tensor, t: Tensor) -> Tensor:
+            return self(x.to(param.dtype), t, tokens, mask).float()
+
+        return velocity
 
 
 def pinned_times(t: Tensor, frames: int, pinned: int = 1) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from latentkit.errors import InvalidArgument, check_finite
-from latentkit.models.text import PromptEmbeds
+from latentkit.models.components import PromptEmbeds
 from latentkit.ops.source import ImageInput, prepare
 from latentkit.pipeline import Generation, Pipeline, Recipe
 
@@ -67,8 +67,8 @@ def generate_with(
     pipe: Pipeline, cond: PromptEmbeds, label: str, **recipe_args: object
 ) -> Generation:
     recipe = pipe.recipe(label, **recipe_args)
-    x, noise = pipe.initial_noise(recipe)
-    latents = pipe.sample(recipe, x, noise, cond=cond.repeat(recipe.n))
+    noise, draw = pipe.initial_noise(recipe)
+    latents = pipe.denoise(recipe, noise, draw, cond=cond.repeat(recipe.n))
     return pipe.finish(recipe, latents, op="blend")
 
 
@@ -139,14 +139,13 @@ def switch_prompts(
     recipe = pipe.recipe(second, **recipe_args)
     if recipe.sampler == "euler_a":
         raise InvalidArgument("prompt switching needs a deterministic sampler")
-    from latentkit.diffusion.schedules import flow_timesteps
-
-    ts = flow_timesteps(recipe.steps, recipe.shift)
+    ts = pipe.times(recipe)
     k = round(recipe.steps * switch)
-    x, _ = pipe.initial_noise(recipe)
+    noise, _ = pipe.initial_noise(recipe)
+    x = noise * pipe.start_scale(ts[0])
     if k > 0:
         early = Recipe(**{**recipe.to_dict(), "prompt": first})
-        x = pipe.sample(early, x, None, ts[: k + 1]).to(pipe.device, pipe.dtype)
+        x = pipe.sample(early, x, None, ts[: k + 1])
     latents = pipe.sample(recipe, x, None, ts[k:]) if k < recipe.steps else x.float().cpu()
     result = pipe.finish(recipe, latents, op="switch", first_prompt=first, switch=switch)
     return result

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latentkit.bundle import atomic_save_tensors
 from latentkit.data.images import ImageSet, load_image_folder, uint8_to_tensor
 from latentkit.errors import InvalidArgument, check_finite
-from latentkit.models.text import PromptEmbeds
+from latentkit.files import atomic_save_tensors
+from latentkit.models.components import PromptEmbeds
 from latentkit.outputs import read_tensor_file
 from latentkit.pipeline import Generation, Pipeline, Recipe
 
@@ -108,18 +108,17 @@ def shift_tokens(embeds: PromptEmbeds, direction: Direction, amount: float) -> P
 
 
 def check_direction(pipe: Pipeline, direction: Direction) -> None:
-    if direction.kind == "text" and direction.vector.shape != (pipe.bundle.text.dim,):
+    width = pipe.text_encoder.token_dim
+    if direction.kind == "text" and direction.vector.shape != (width,):
         raise InvalidArgument(
             f"text direction {direction.name!r} has shape {tuple(direction.vector.shape)}; "
-            f"this model's text tokens are {pipe.bundle.text.dim}-d"
+            f"this model's text tokens are {width}-d"
         )
-    if (
-        direction.kind == "latent"
-        and direction.vector.shape[0] != pipe.codec.config.latent_channels
-    ):
+    channels = pipe.codec.latent_channels
+    if direction.kind == "latent" and direction.vector.shape[0] != channels:
         raise InvalidArgument(
             f"latent direction {direction.name!r} has {direction.vector.shape[0]} channels; "
-            f"this model's latents have {pipe.codec.config.latent_channels}"
+            f"this model's latents have {channels}"
         )
 
 
@@ -143,9 +142,9 @@ def generate_along(
     base = pipe.encode_prompt([prompt])
     if direction.kind == "text":
         cond = PromptEmbeds.cat([shift_tokens(base, direction, a) for a in amounts])
-        latents = pipe.sample(batch, x, None, cond=cond)
+        latents = pipe.denoise(batch, x, cond=cond)
     else:
-        latents = pipe.sample(batch, x, None)
+        latents = pipe.denoise(batch, x)
         vec = fit_latent_direction(direction.vector, latents.shape)
         latents = latents + torch.tensor(amounts).view(-1, 1, 1, 1) * vec
     result = pipe.finish(batch, latents, op="direction", direction=direction.name)
@@ -174,5 +173,5 @@ def edit_image(
     batch = Recipe(**{**recipe.to_dict(), "n": len(amounts)})
     base = pipe.encode_prompt([prompt])
     cond = PromptEmbeds.cat([shift_tokens(base, direction, a) for a in amounts])
-    x = noise.repeat(len(amounts), 1, 1, 1).to(pipe.device, pipe.dtype)
-    return list(tensor_to_uint8(pipe.decode(pipe.sample(batch, x, None, cond=cond))))
+    x = noise.repeat(len(amounts), 1, 1, 1)
+    return list(tensor_to_uint8(pipe.decode(pipe.denoise(batch, x, cond=cond))))

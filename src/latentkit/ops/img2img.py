@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from latentkit.diffusion.flow import interpolate
-from latentkit.diffusion.schedules import flow_timesteps
 from latentkit.errors import check_finite
 from latentkit.ops.source import ImageInput, describe, prepare
 from latentkit.pipeline import Generation, Pipeline, Progress
@@ -28,9 +27,9 @@ def img2img(
     strength = check_finite("strength", strength, low=0.0, high=1.0)
     img, pixels = prepare(pipe, image)
     recipe = pipe.recipe(prompt, height=img.height, width=img.width, **recipe_args)
-    x0 = pipe.encode(pixels).repeat(recipe.n, 1, 1, 1).to(pipe.device, pipe.dtype)
+    x0 = pipe.encode(pixels).repeat(recipe.n, 1, 1, 1).to(pipe.device)
     noise0, noise = pipe.initial_noise(recipe)
-    ts = flow_timesteps(recipe.steps, recipe.shift)
+    ts = pipe.times(recipe)
     skipped = recipe.steps - round(recipe.steps * strength)
     if skipped == recipe.steps:
         latents = x0.float().cpu()

@@ -19,8 +19,8 @@ from PIL import Image
 from torch import Tensor
 
 from latentkit.diffusion.flow import interpolate
-from latentkit.diffusion.samplers import Denoiser
 from latentkit.errors import InvalidArgument
+from latentkit.models.components import Velocity
 from latentkit.ops.source import ImageInput, check_cell_multiple, describe, prepare, read_image
 from latentkit.pipeline import Generation, Pipeline, Progress
 
@@ -68,7 +68,7 @@ def feather(mask: Tensor, radius: int) -> Tensor:
     return torch.maximum(mask, soft)
 
 
-def keep_known(model: Denoiser, x0: Tensor, noise0: Tensor, regenerate: Tensor) -> Denoiser:
+def keep_known(model: Velocity, x0: Tensor, noise0: Tensor, regenerate: Tensor) -> Velocity:
     """Known cells follow their exact path; the model only decides the regenerated ones."""
     known_velocity = noise0 - x0
 
@@ -104,11 +104,11 @@ def inpaint(
     img, pixels = prepare(pipe, image)
     m = load_mask(mask, img.size)
     recipe = pipe.recipe(prompt, height=img.height, width=img.width, **recipe_args)
-    x0 = pipe.encode(pixels).repeat(recipe.n, 1, 1, 1).to(pipe.device, pipe.dtype)
-    regenerate = latent_mask(m, pipe.factor).to(pipe.device, pipe.dtype)
+    x0 = pipe.encode(pixels).repeat(recipe.n, 1, 1, 1).to(pipe.device)
+    regenerate = latent_mask(m, pipe.factor).to(pipe.device)
     noise0, noise = pipe.initial_noise(recipe)
     wrap = lambda model: keep_known(model, x0, noise0, regenerate)  # noqa: E731
-    latents = pipe.sample(recipe, noise0, noise, callback=callback, wrap=wrap)
+    latents = pipe.denoise(recipe, noise0, noise, callback=callback, wrap=wrap)
     result = pipe.finish(recipe, latents, op="inpaint", source=describe(image))
     if keep_unmasked:
         weight = feather(m, pipe.factor if feather_px is None else feather_px)

@@ -11,17 +11,14 @@ bit for bit, so the first and last frames equal the plain generations.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
-from latentkit.bundle import FILE_MODE
 from latentkit.errors import InvalidArgument, check_positive_int
-from latentkit.models.text import PromptEmbeds
+from latentkit.models.components import PromptEmbeds
 from latentkit.ops.invert import invert
 from latentkit.ops.source import looks_like_image
 from latentkit.pipeline import Generation, Pipeline, Recipe
@@ -102,7 +99,7 @@ def render(
         [lerp_embeds(keys[s].embeds, keys[s + 1].embeds, w) for s, w in positions]
     )
     batch = Recipe(**{**recipe.to_dict(), "n": len(positions)})
-    return pipe.sample(batch, noise.to(pipe.device, pipe.dtype), None, cond=cond)
+    return pipe.denoise(batch, noise, cond=cond)
 
 
 def step_sizes(images: Tensor) -> Tensor:
@@ -181,44 +178,22 @@ def interpolate(
     return result
 
 
-def write_animation(
-    images: list[Image.Image], path: Path, fps: int = 12, comment: str | None = None
-) -> Path:
-    """GIF or MP4 by suffix (imageio, with imageio-ffmpeg for MP4), written then renamed.
+def interpolate_latents(
+    pipe: Pipeline, a: Tensor, b: Tensor, count: int, recipe: Recipe
+) -> Generation:
+    """`count` outputs along the slerp path between two finished latents (endpoints included),
+    decoded without sampling; on a video model each output is a clip.
 
-    `comment` goes into the file itself: the GIF comment extension, or MP4's `comment` tag.
+    Slerp, not lerp: sampled latents are near-Gaussian, and a straight line between two of them
+    passes through low-norm latents that decode to washed-out images.
     """
-    import os
-    import tempfile
-
-    import imageio.v3 as iio
-
-    suffix = path.suffix.lower()
-    if suffix not in (".gif", ".mp4"):
-        raise InvalidArgument(f"animation must end in .gif or .mp4, got {path.name}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-    os.close(fd)
-    frames = np.stack([np.asarray(im.convert("RGB")) for im in images])
-    try:
-        if suffix == ".gif":
-            extra = {"comment": comment.encode()} if comment else {}
-            iio.imwrite(tmp, frames, extension=".gif", duration=1000 / fps, loop=0, **extra)
-        else:
-            extra = {"output_params": ["-metadata", f"comment={comment}"]} if comment else {}
-            iio.imwrite(tmp, upscale_for_video(frames), extension=".mp4", fps=fps, **extra)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def upscale_for_video(frames: np.ndarray) -> np.ndarray:
-    """Codecs want sides that are multiples of 16; small frames are scaled up by repetition."""
-    h, w = frames.shape[1:3]
-    factor = max(1, -(-128 // min(h, w)))
-    frames = frames.repeat(factor, axis=1).repeat(factor, axis=2)
-    pad_h, pad_w = (-frames.shape[1]) % 16, (-frames.shape[2]) % 16
-    return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    check_positive_int("count", count, minimum=2)
+    if a.shape != b.shape:
+        raise InvalidArgument(
+            f"the two latents differ in shape: {list(a.shape)} and {list(b.shape)}"
+        )
+    weights = [i / (count - 1) for i in range(count)]
+    latents = torch.cat([slerp(a, b, w) for w in weights])
+    result = pipe.finish(replace(recipe, n=count), latents, op="interpolate-latents")
+    result.extra["weights"] = weights
+    return result

@@ -13,21 +13,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from latentkit.diffusion.samplers import Denoiser
-from latentkit.diffusion.schedules import flow_timesteps
 from latentkit.errors import InvalidArgument
+from latentkit.models.components import Velocity
 from latentkit.ops.source import ImageInput, prepare
 from latentkit.pipeline import Generation, Pipeline, Recipe
 
 INVERTIBLE = ("euler", "heun")
 
 
-def velocity(model: Denoiser, x: Tensor, t: float) -> Tensor:
+def velocity(model: Velocity, x: Tensor, t: float) -> Tensor:
     return model(x, x.new_full((x.shape[0],), t, dtype=torch.float32))
 
 
 @torch.no_grad()
-def integrate_forward(model: Denoiser, x: Tensor, ts: Tensor, sampler: str) -> Tensor:
+def integrate_forward(model: Velocity, x: Tensor, ts: Tensor, sampler: str) -> Tensor:
     """Run the sampler's step rule from t=ts[0] (small) up to ts[-1] (1)."""
     times = [float(t) for t in ts]
     for t, t_next in pairwise(times):
@@ -41,15 +40,17 @@ def integrate_forward(model: Denoiser, x: Tensor, ts: Tensor, sampler: str) -> T
 
 
 def invert_latents(pipe: Pipeline, latents: Tensor, recipe: Recipe) -> Tensor:
+    """Unit-variance noise: the state where the model's schedule starts, divided by its scale
+    there (1 for flow models, which start at t = 1), so it regenerates through `denoise`."""
     if recipe.sampler not in INVERTIBLE:
         raise InvalidArgument(
             f"inversion needs a deterministic one-step sampler ({', '.join(INVERTIBLE)}), "
             f"got {recipe.sampler!r}"
         )
     model = pipe.guided(recipe.prompt, recipe.negative_prompt, recipe.cfg, latents.shape[0])
-    ts = flow_timesteps(recipe.steps, recipe.shift).flip(0)
-    x = integrate_forward(model, latents.to(pipe.device, pipe.dtype), ts, recipe.sampler)
-    return x.float().cpu()
+    ts = pipe.times(recipe).flip(0)
+    x = integrate_forward(model, latents.to(pipe.device, torch.float32), ts, recipe.sampler)
+    return (x / pipe.start_scale(ts[-1])).float().cpu()
 
 
 def invert(
@@ -71,17 +72,14 @@ def generate_from_noise(pipe: Pipeline, noise: Tensor, recipe: Recipe) -> Genera
         raise InvalidArgument(
             f"sampling from given noise needs a deterministic sampler, got {recipe.sampler!r}"
         )
-    expected = (
-        pipe.codec.config.latent_channels,
-        recipe.height // pipe.factor,
-        recipe.width // pipe.factor,
-    )
-    if noise.ndim != 4 or tuple(noise.shape[1:]) != expected:
+    expected = pipe.latent_shape(recipe.height, recipe.width, recipe.frames)
+    if tuple(noise.shape[1:]) != expected:
+        shape = ", ".join(str(d) for d in expected)
         raise InvalidArgument(
-            f"noise must be [B, {expected[0]}, {expected[1]}, {expected[2]}] for "
-            f"{recipe.width}x{recipe.height}, got {tuple(noise.shape)}"
+            f"noise must be [B, {shape}] for {recipe.width}x{recipe.height}, "
+            f"got {tuple(noise.shape)}"
         )
-    latents = pipe.sample(recipe, noise.to(pipe.device, pipe.dtype), None)
+    latents = pipe.denoise(recipe, noise)
     return pipe.finish(recipe, latents, op="from_noise")
 
 

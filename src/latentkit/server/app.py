@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from latentkit.errors import LatentkitError
+from latentkit.errors import LatentkitError, ModelFileError
 from latentkit.pipeline import Generation, Pipeline, Recipe
 from latentkit.server import schemas as s
 from latentkit.server.guard import BodyTooLarge, Guard
@@ -80,9 +80,9 @@ class LockedEncoder:
     def __init__(self, encoder: Any) -> None:
         self.encoder, self.lock = encoder, threading.Lock()
 
-    def encode(self, prompts: list[str]) -> Any:
+    def encode(self, prompts: list[str], negative: bool = False) -> Any:
         with self.lock:
-            return self.encoder.encode(prompts)
+            return self.encoder.encode(prompts, negative=negative)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.encoder, name)
@@ -115,10 +115,10 @@ class Studio:
         """The VideoPipeline, or None (with `video_error` saying why) if it cannot load."""
         with self._video_lock:
             if self._video is None and self._video_error is None:
-                from latentkit.video_pipeline import VideoPipeline
-
                 try:
-                    video = VideoPipeline.load(self.video_model, device=self.pipe.device)
+                    video = Pipeline.load(self.video_model, device=self.pipe.device, kind="video")
+                    if not video.is_video:
+                        raise ModelFileError(f"{self.video_model} is an image model")
                 except (LatentkitError, OSError) as e:
                     self._video_error = str(e)
                 else:
@@ -220,12 +220,13 @@ def create_app(
     preview_every: int = 2,
     video_model: str | Path | None = None,
     video_pipe: Any = None,
+    prediction: str | None = None,
 ) -> FastAPI:
     """The app `latentkit serve` runs; tests pass a loaded `pipe` to share one tiny model.
 
     The video model (`video_model`, else $LATENTKIT_VIDEO_MODEL, else the shipped one) loads on
     first use; if it is missing the server still runs and /api/video answers 501."""
-    pipe = pipe if pipe is not None else Pipeline.load(model, device=device)
+    pipe = pipe if pipe is not None else Pipeline.load(model, device=device, prediction=prediction)
     if max_concurrent > 1 and not isinstance(pipe.text_encoder, LockedEncoder):
         pipe.text_encoder = LockedEncoder(pipe.text_encoder)
     queue = JobQueue(max_concurrent, on_error=lambda e: error_body(to_api_error(e)))

@@ -80,16 +80,6 @@ class Job:
 
         return callback
 
-    def step_callback(self) -> Callable[[Any], None]:
-        """For samplers that report bare steps (the video pipeline's StepInfo): cancel and
-        step/total, no preview."""
-
-        def callback(info: Any) -> None:
-            self._step(info.step, info.total)
-            self.touch()
-
-        return callback
-
     def _step(self, step: int, total: int) -> None:
         if self.cancel_requested:
             raise Cancelled

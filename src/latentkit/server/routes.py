@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import warnings
-from dataclasses import replace
 from typing import Any, Literal
 
 from fastapi import FastAPI, File, Request, UploadFile
@@ -44,22 +43,26 @@ def add_routes(app: FastAPI, st: Studio) -> None:
     @app.get("/api/model", tags=["model"])
     async def model_info() -> dict[str, Any]:
         """The served model: sizes the page offers, samplers, defaults, how it was trained."""
-        from latentkit.diffusion.samplers import SAMPLERS
-        from latentkit.pipeline import DEFAULTS
+        from dataclasses import asdict
 
-        c, b = pipe.codec.config, pipe.bundle
+        from latentkit.diffusion.samplers import SAMPLERS
+
+        parts, text = pipe.components, pipe.text_encoder
         vpipe = await asyncio.to_thread(st.video_pipe)
         return {
             "model": pipe.model_id,
+            "family": parts.family,
+            "title": parts.title,
+            "description": dict(parts.description),
             "image_size": pipe.image_size,
             "latent_cell": pipe.latent_cell,
             "factor": pipe.factor,
-            "latent_channels": c.latent_channels,
-            "text": {"name": b.text.name, "dim": b.text.dim, "max_tokens": b.text.max_tokens},
-            "can_generate": pipe.denoiser is not None,
+            "latent_channels": pipe.codec.latent_channels,
+            "text": {"name": text.name, "dim": text.token_dim, "max_tokens": text.max_tokens},
+            "can_generate": pipe.network is not None,
             "samplers": list(SAMPLERS),
-            "defaults": {**DEFAULTS, **b.sampling},
-            "training": b.training,
+            "defaults": asdict(pipe.defaults),
+            "training": parts.bundle.training if parts.bundle is not None else {},
             "fingerprint": pipe.fingerprint(),
             "video": vpipe is not None,
             "video_model": video_info(vpipe),
@@ -228,8 +231,8 @@ def add_routes(app: FastAPI, st: Studio) -> None:
     async def interpolate(body: s.InterpolateRequest, wait: bool = False) -> JSONResponse:
         """Morph through keyframes; frames come back as PNG ids, plus a GIF/MP4 if asked."""
         from latentkit.ops import interpolate as op
-        from latentkit.ops import write_animation
         from latentkit.ops.source import looks_like_image
+        from latentkit.outputs import write_animation
 
         st.check_model(body)
         specs, labels = [], []
@@ -404,11 +407,11 @@ def add_routes(app: FastAPI, st: Studio) -> None:
 
         st.check_model(body)
         z, recipe = load_latents(storage.path(body.latents, "latents"))
-        if z.shape[1] != pipe.codec.config.latent_channels:
+        if z.shape[1] != pipe.codec.latent_channels:
             raise ApiError(
                 400,
                 f"latents have {z.shape[1]} channels; this model's codec takes "
-                f"{pipe.codec.config.latent_channels}",
+                f"{pipe.codec.latent_channels}",
                 "latents",
             )
 
@@ -457,7 +460,8 @@ def add_routes(app: FastAPI, st: Studio) -> None:
         """Text (and optionally a first frame, `image`) to a GIF clip, as `latentkit video`
         makes it: the recipe rides in the GIF's comment and in a `.gif.json` sidecar."""
         from latentkit.data.images import load_image
-        from latentkit.video_pipeline import save_clip
+        from latentkit.ops import image_to_video
+        from latentkit.outputs import save_clip
 
         vpipe = await asyncio.to_thread(st.require_video)
         if body.model is not None and body.model != vpipe.model_id:
@@ -466,35 +470,37 @@ def add_routes(app: FastAPI, st: Studio) -> None:
         first = None
         if body.image is not None:
             path, (width, height) = st.image(body.image)
-            if (width, height) != (vpipe.size, vpipe.size):
+            if (height, width) != vpipe.native_size:
                 raise ApiError(400, f"image is {width}x{height} but the video model makes "
-                               f"{vpipe.size}x{vpipe.size} clips: use a first frame of that "
-                               "size", "image")  # fmt: skip
+                               f"{vpipe.image_size}x{vpipe.image_size} clips: use a first frame "
+                               "of that size", "image")  # fmt: skip
             first = load_image(path)
         args = {
             "negative_prompt": body.negative_prompt,
             "steps": body.steps,
             "cfg": body.cfg,
             "sampler": body.sampler,
+            "fps": body.fps,
         }
         with warnings.catch_warnings():  # the rounded frame count is in the answer
             warnings.simplefilter("ignore")
             recipe = vpipe.recipe(body.prompt, seed=body.seed, frames=body.frames, **args)
 
         def run(job: Job) -> dict[str, Any]:
-            result = vpipe.generate(  # frames already rounded: no warning from a worker
-                body.prompt, frames=recipe.frames, seed=recipe.seed, image=first,
-                image_name=body.image, callback=job.step_callback(), **args,
-            )  # fmt: skip
-            if body.fps is not None:
-                result.recipe = replace(result.recipe, fps=body.fps).validate()
-            meta = {**result.metadata(), "op": "video"}
+            progress = job.progress_callback(st.preview_every)
+            if first is None:
+                result = vpipe.run(recipe, progress)
+            else:  # frames already rounded: no warning from a worker
+                result = image_to_video(vpipe, first, body.prompt, source=body.image,
+                                        callback=progress, **{**args, "seed": recipe.seed,
+                                                              "frames": recipe.frames})  # fmt: skip
+            meta = {**result.recipe_of(0), "op": "video"}
             clip_id, clip_path = storage.new_path("video", ".gif")
-            save_clip(result.frames, clip_path, meta, result.recipe.fps)
+            save_clip(result.clips[0], clip_path, meta, result.recipe.fps)
             return {
                 "video": clip_id,
                 "sidecar": f"{clip_id}.json",
-                "frames": len(result.frames),
+                "frames": len(result.clips[0]),
                 "recipe": meta,
             }
 
@@ -564,10 +570,10 @@ def video_info(vpipe: Any) -> dict[str, Any] | None:
     """What the page's Video tab offers: the clip size and the video model's defaults."""
     if vpipe is None:
         return None
-    from latentkit.video_pipeline import DEFAULTS
+    from dataclasses import asdict
 
-    defaults = {**DEFAULTS, **vpipe.bundle.sampling, "frames": vpipe.codec.config.frames}
-    return {"model": vpipe.model_id, "size": vpipe.size, "defaults": defaults}
+    defaults = {**asdict(vpipe.defaults), "frames": vpipe.codec.native_frames}
+    return {"model": vpipe.model_id, "size": vpipe.image_size, "defaults": defaults}
 
 
 def too_large_message(size: int, cap: int) -> str:

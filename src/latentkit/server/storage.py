@@ -16,9 +16,9 @@ from typing import Any
 
 from PIL import Image
 
-from latentkit.bundle import atomic_write_bytes
 from latentkit.data.images import MAX_PIXELS
 from latentkit.errors import InvalidArgument
+from latentkit.files import atomic_write_bytes
 from latentkit.outputs import save_png
 
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

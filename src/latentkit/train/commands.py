@@ -15,7 +15,6 @@ import torch
 from safetensors.torch import load_file
 
 from latentkit import __version__
-from latentkit.bundle import Bundle, atomic_save_tensors, load_bundle, read_manifest, save_bundle
 from latentkit.config import (
     CODEC_PRESETS,
     DENOISER_PRESETS,
@@ -28,6 +27,8 @@ from latentkit.config import (
 )
 from latentkit.data.buckets import MemoryLatents
 from latentkit.errors import InvalidArgument
+from latentkit.families.bundle import Bundle, load_bundle, read_manifest, save_bundle
+from latentkit.files import atomic_save_tensors
 from latentkit.models.codec import Codec
 from latentkit.models.denoiser import Denoiser
 from latentkit.models.text import load_text_encoder
@@ -97,7 +98,7 @@ def train_vae(
     kwargs["channels"] = codec_channels_for(factor, kwargs["channels"])
     config = CodecConfig(factor=factor, latent_channels=latent_channels, image_size=size, **kwargs)
     images = training_images(data, size)
-    codec = seeded(cfg.seed, Codec, config)
+    codec = seeded(cfg.seed, Codec.from_config, config)
     result = train(VAETask(codec, images, dev), cfg, out, resume=resume, device=dev, desc="vae")
     if not processes().is_main:
         return out
@@ -129,7 +130,7 @@ def train_denoiser(
     """`captions="rich"` also trains on other phrasings of each OpenMoji caption; `init` starts
     from another model's denoiser (same configuration) instead of from scratch."""
     dev = pick_device(device)
-    base = load_bundle(codec_dir)
+    base = load_bundle(codec_dir, kind="image")
     codec = base.codec.to(dev)
     config = DenoiserConfig(
         latent_channels=codec.config.latent_channels,

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import torch
 
-from latentkit.bundle import Bundle, load_bundle, read_manifest, save_bundle
 from latentkit.data.buckets import ShardedLatents
 from latentkit.errors import InvalidArgument
+from latentkit.families.bundle import Bundle, load_bundle, read_manifest, save_bundle, shipped_model
+from latentkit.models.components import PromptEmbeds
 from latentkit.models.denoiser import Denoiser
 from latentkit.models.lora import LoraSpec, add_lora, save_lora
-from latentkit.models.text import PromptEmbeds, load_text_encoder
+from latentkit.models.text import load_text_encoder
 from latentkit.models.tokens import TokenRows, check_new_tokens, init_rows, save_tokens
 from latentkit.train.commands import pick_device, provenance
 from latentkit.train.distributed import processes
@@ -27,10 +28,8 @@ from latentkit.train.tasks import DenoiserTask
 
 
 def base_model(model: str | Path | None) -> tuple[Path, Bundle]:
-    from latentkit.pipeline import default_model_path
-
-    path = Path(model) if model is not None else default_model_path()
-    bundle = load_bundle(path)
+    path = Path(model) if model is not None else shipped_model()
+    bundle = load_bundle(path, kind="image")
     if bundle.denoiser is None:
         raise InvalidArgument(f"{path} has no denoiser to fine-tune (a codec-only model)")
     return path, bundle

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentkit.bundle import atomic_save_tensors, atomic_write_bytes
 from latentkit.data.buckets import INDEX, ShardedLatents, bucket_shapes, nearest_bucket
 from latentkit.data.images import IMAGE_EXTENSIONS, iter_image_folder, resize_center_crop
+from latentkit.files import atomic_save_tensors, atomic_write_bytes
 from latentkit.models.codec import Codec
 from latentkit.train.tasks import uint8_to_unit
 

@@ -23,8 +23,8 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from latentkit.bundle import atomic_save_tensors, atomic_write_bytes
 from latentkit.errors import InvalidArgument, ModelFileError, check_finite, check_positive_int
+from latentkit.files import atomic_save_tensors, atomic_write_bytes
 from latentkit.train.distributed import Processes, processes
 
 

@@ -14,8 +14,8 @@ from latentkit.data.images import ImageSet, load_image_folder
 from latentkit.diffusion.flow import flow_matching_loss, interpolate, sample_training_t
 from latentkit.errors import InvalidArgument
 from latentkit.models.codec import Codec, fit_latent_stats, fit_preview_weights
+from latentkit.models.components import PromptEmbeds, TextEncoder
 from latentkit.models.denoiser import Denoiser
-from latentkit.models.text import PromptEmbeds, TextEncoder
 
 
 class LatentSource(Protocol):

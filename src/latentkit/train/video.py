@@ -19,7 +19,6 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from latentkit.bundle import atomic_save_tensors
 from latentkit.config import (
     VIDEO_CODEC_PRESETS,
     VIDEO_DENOISER_PRESETS,
@@ -32,8 +31,11 @@ from latentkit.config import (
 from latentkit.data.video import ClipSet, clips_to_tensor, load_video_folder, openmoji_clips
 from latentkit.diffusion.flow import flow_matching_loss, interpolate, sample_training_t
 from latentkit.errors import InvalidArgument, check_positive_int
+from latentkit.families.bundle import Bundle, load_bundle, read_manifest, save_bundle
+from latentkit.files import atomic_save_tensors
 from latentkit.models.codec import fit_latent_stats
-from latentkit.models.text import PromptEmbeds, load_text_encoder
+from latentkit.models.components import PromptEmbeds
+from latentkit.models.text import load_text_encoder
 from latentkit.models.video_codec import VideoCodec, valid_frames
 from latentkit.models.video_denoiser import VideoDenoiser, pinned_times
 from latentkit.train.commands import (
@@ -44,7 +46,6 @@ from latentkit.train.commands import (
 )
 from latentkit.train.loop import TrainConfig, train
 from latentkit.train.tasks import embed_captions
-from latentkit.video_bundle import VideoBundle, load_video_bundle, read_manifest, save_video_bundle
 
 DEFAULT_CLIPS = 4000
 
@@ -136,10 +137,10 @@ def train_video_vae(
     codec.latent_scale.copy_(scale)
     info = provenance("video-vae", data, len(data_set), cfg, result, dev)
     info.update(frames=frames, size=size, crop=crop, cpu_seconds=round(cpu_seconds, 1))
-    bundle = VideoBundle(
-        codec=codec.cpu(), text=TextConfig(), name=out.name, training={"codec": info}
+    bundle = Bundle(
+        codec=codec.cpu(), text=TextConfig(), kind="video", name=out.name, training={"codec": info}
     )
-    return save_video_bundle(bundle, out)
+    return save_bundle(bundle, out)
 
 
 class VideoDenoiserTask:
@@ -220,7 +221,7 @@ def train_video_denoiser(
     image_fraction: float = 0.3,
 ) -> Path:
     dev = pick_device(device)
-    base = load_video_bundle(codec_dir)
+    base = load_bundle(codec_dir, kind="video")
     codec = base.codec.to(dev)
     frames = frames or codec.config.frames
     check_positive_int("frames", frames)
@@ -247,6 +248,6 @@ def train_video_denoiser(
              "frames": frames, "denoiser_config": to_dict(config)}  # fmt: skip
     return train_and_write_denoiser(
         task, cfg, out, dev, resume=resume, kind="video-denoiser", data=data,
-        n_items=len(data_set), base=base, codec=codec, save=save_video_bundle, extra=extra,
+        n_items=len(data_set), base=base, codec=codec, save=save_bundle, extra=extra,
         build=lambda: VideoDenoiser(config, codec.time_factor, codec.factor),
     )  # fmt: skip

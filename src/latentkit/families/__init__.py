@@ -1,0 +1,87 @@
+"""Model families: loaders that turn a model on disk, ours or anyone's, into components.
+
+`load_components(path)` looks at what the path holds and hands it to its family's loader:
+
+- a latentkit folder (`latentkit.json`): our own image or video model;
+- a diffusers folder (`model_index.json`) of a supported pipeline class: Stable Diffusion 1.x
+  and 2.x (epsilon or v-prediction) and SDXL base.
+
+Nothing here touches a network: every file comes from the given path or from inside installed
+packages. Anything else is refused with a message naming what is supported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from latentkit.errors import ModelFileError
+from latentkit.families.base import Components
+
+
+@dataclass(frozen=True)
+class Family:
+    key: str
+    title: str
+    layout: str  # how it is recognised on disk
+
+
+FAMILIES = (
+    Family("latentkit", "latentkit image and video models", "folder with latentkit.json"),
+    Family("sd1", "Stable Diffusion 1.x", "diffusers folder, StableDiffusionPipeline"),
+    Family(
+        "sd2", "Stable Diffusion 2.x (epsilon or v)", "diffusers folder, StableDiffusionPipeline"
+    ),
+    Family("sdxl", "Stable Diffusion XL base", "diffusers folder, StableDiffusionXLPipeline"),
+)
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+
+
+def supported() -> str:
+    return "; ".join(f"{f.title} ({f.layout})" for f in FAMILIES)
+
+
+def load_components(
+    path: str | Path | None = None, *, kind: str = "image", prediction: str | None = None
+) -> Components:
+    """The components of the model at `path` (default: the shipped model of `kind`).
+    `prediction` overrides the prediction type of epsilon/v families."""
+    from latentkit.families import bundle
+
+    root = Path(path) if path is not None else bundle.shipped_model(kind)
+    if bundle.is_bundle(root):
+        if prediction is not None:
+            raise ModelFileError(
+                f"{root} is a latentkit model, which predicts flow velocity: --prediction is for "
+                "Stable Diffusion models"
+            )
+        return bundle.load_components(root)
+    if (root / "model_index.json").is_file():
+        from latentkit.families import diffusers_folder
+
+        return diffusers_folder.load_components(root, prediction=prediction)
+    raise ModelFileError(not_a_model(root))
+
+
+def not_a_model(root: Path) -> str:
+    if not root.exists():
+        return f"model path {root} does not exist"
+    if root.is_file() and root.suffix.lower() in PICKLE_SUFFIXES:
+        return (
+            f"{root.name} is a pickled checkpoint ({root.suffix}): loading one runs whatever code "
+            "it contains, so latentkit refuses it. Use the model's .safetensors or diffusers "
+            "folder instead"
+        )
+    if root.is_file():
+        return (
+            f"{root} is a single file; latentkit loads model folders: {supported()}. Convert the "
+            "file to a diffusers folder, or wait for single-file support"
+        )
+    return (
+        f"{root} holds neither latentkit.json nor model_index.json, so it is not a model folder "
+        f"latentkit knows. Supported: {supported()}"
+    )
+
+
+__all__ = ["FAMILIES", "Family", "load_components", "supported"]

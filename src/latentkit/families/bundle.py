@@ -1,0 +1,363 @@
+"""latentkit's own model folders, image and video: one format, one loader, one writer.
+
+A folder holds latentkit.json and one diffusers-style subfolder per component (`vae/`,
+`transformer/`, each with config.json and diffusion_pytorch_model.safetensors), so
+`AutoencoderKL.from_pretrained(folder / "vae")` works on an image model and
+`AutoencoderKLLTXVideo.from_pretrained(folder / "vae")` on a video model. latentkit.json holds the
+architecture configs, the latent statistics and each file's sha256, and is written last, so an
+interrupted save is caught at load time, never half-read. Video models say `"kind": "video"`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from latentkit.config import (
+    CodecConfig,
+    DenoiserConfig,
+    TextConfig,
+    VideoCodecConfig,
+    VideoDenoiserConfig,
+    from_dict,
+    to_dict,
+)
+from latentkit.diffusion.schedules import FlowSchedule
+from latentkit.errors import LatentkitError, ModelFileError
+from latentkit.families.base import Components, Defaults
+from latentkit.files import atomic_save_tensors, atomic_write_bytes, sha256_of
+
+FORMAT = "latentkit-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "latentkit.json"
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+CODEC_DIR = "vae"
+DENOISER_DIR = "transformer"
+WEIGHTS_ROOT = Path(__file__).resolve().parent.parent / "weights"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What differs between our image and video models: the classes and their defaults."""
+
+    name: str
+    codec_config: type
+    denoiser_config: type
+    codec_stats: tuple[str, ...]
+    defaults: Defaults
+    shipped: str  # folder under latentkit/weights
+    env: str  # variable naming another default model
+    make_codec: Callable[[Any], nn.Module]
+    make_denoiser: Callable[[Any, Any], nn.Module]
+
+
+def _image_codec(config: CodecConfig) -> nn.Module:
+    from latentkit.models.codec import Codec
+
+    return Codec.from_config(config)
+
+
+def _image_denoiser(config: DenoiserConfig, codec: Any) -> nn.Module:
+    from latentkit.models.denoiser import Denoiser
+
+    return Denoiser(config)
+
+
+def _video_codec(config: VideoCodecConfig) -> nn.Module:
+    from latentkit.models.video_codec import VideoCodec
+
+    return VideoCodec(config)
+
+
+def _video_denoiser(config: VideoDenoiserConfig, codec: Any) -> nn.Module:
+    from latentkit.models.video_denoiser import VideoDenoiser
+
+    return VideoDenoiser(config, codec.time_factor, codec.spatial_factor)
+
+
+KINDS = {
+    "image": Kind(
+        "image", CodecConfig, DenoiserConfig, ("latent_shift", "latent_scale", "preview_weights"),
+        Defaults(steps=25, cfg=4.0), "default", "LATENTKIT_MODEL", _image_codec, _image_denoiser,
+    ),
+    "video": Kind(
+        "video", VideoCodecConfig, VideoDenoiserConfig, ("latent_shift", "latent_scale"),
+        Defaults(steps=20, cfg=3.0), "video", "LATENTKIT_VIDEO_MODEL", _video_codec,
+        _video_denoiser,
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class Bundle:
+    """The loaded parts of one of our model folders; the text encoder is named, not stored."""
+
+    codec: Any  # models.codec.Codec or models.video_codec.VideoCodec
+    text: TextConfig
+    denoiser: Any = None  # models.denoiser.Denoiser or models.video_denoiser.VideoDenoiser
+    kind: str = "image"
+    name: str = "latentkit-model"
+    sampling: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    model_id: str = ""
+
+
+def shipped_model(kind: str = "image") -> Path:
+    """$LATENTKIT_MODEL ($LATENTKIT_VIDEO_MODEL) if set, else the model inside the package."""
+    spec = KINDS[kind]
+    env = os.environ.get(spec.env)
+    if env:
+        return Path(env)
+    shipped = WEIGHTS_ROOT / spec.shipped
+    if (shipped / MANIFEST).is_file():
+        return shipped
+    what = "" if kind == "image" else f"{kind} "
+    raise ModelFileError(
+        f"no {what}model given and none shipped: pass --model DIR (Python: Pipeline.load(DIR)) "
+        f"or set {spec.env}; train one with `latentkit train "
+        f"{'vae' if kind == 'image' else 'video-vae'}` first"
+    )
+
+
+def save_bundle(bundle: Bundle, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Save weights (cast to `dtype` if given, e.g. fp16 for shipping), manifest last."""
+    spec = KINDS[bundle.kind]
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    codec = bundle.codec
+    head = {"kind": bundle.kind} if bundle.kind != "image" else {}  # image folders predate kinds
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **head,
+        "name": bundle.name,
+        "codec": {
+            "config": to_dict(codec.config),
+            **{stat: getattr(codec, stat).tolist() for stat in spec.codec_stats},
+            **_save_component(codec.vae, root / CODEC_DIR, dtype),
+        },
+        "text_encoder": {"config": to_dict(bundle.text)},
+        "denoiser": None,
+        "sampling": bundle.sampling,
+        "training": bundle.training,
+    }
+    if bundle.denoiser is not None:
+        manifest["denoiser"] = {
+            "config": to_dict(bundle.denoiser.config),
+            **_save_component(bundle.denoiser.net, root / DENOISER_DIR, dtype),
+        }
+    atomic_write_bytes(root / MANIFEST, json.dumps(manifest, indent=2).encode())
+    return root
+
+
+def _save_component(module: nn.Module, folder: Path, dtype: torch.dtype | None) -> dict[str, str]:
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    weights = folder / WEIGHTS
+    atomic_save_tensors(state, weights, metadata={"format": "pt"})
+    config = dict(module.config)  # diffusers' own config.json, for from_pretrained
+    config["_class_name"] = type(module).__name__
+    atomic_write_bytes(folder / "config.json", json.dumps(config, indent=2, default=list).encode())
+    return {"file": f"{folder.name}/{WEIGHTS}", "sha256": sha256_of(weights)}
+
+
+def is_bundle(path: Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    root = Path(path)
+    if not root.exists():
+        raise ModelFileError(f"model folder {root} does not exist")
+    if not root.is_dir():
+        raise ModelFileError(f"model path {root} is not a folder")
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise ModelFileError(f"{manifest_path} is missing: {root} is not a latentkit model folder")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{manifest_path} is not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ModelFileError(f"{manifest_path} is not a latentkit manifest")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{manifest_path} has format version {manifest['format_version']}; this latentkit "
+            f"reads up to {FORMAT_VERSION}: upgrade latentkit"
+        )
+    if manifest.get("kind", "image") not in KINDS:
+        raise ModelFileError(f"{manifest_path} names an unknown model kind {manifest['kind']!r}")
+    return manifest
+
+
+def load_bundle(path: str | Path, kind: str | None = None) -> Bundle:
+    """Load one of our folders; `kind` ("image" or "video") refuses the other kind by name."""
+    root = Path(path)
+    manifest = read_manifest(root)
+    found = manifest.get("kind", "image")
+    if kind is not None and found != kind:
+        raise ModelFileError(f"{root} is {'an' if found == 'image' else 'a'} {found} model, not "
+                             f"{'an' if kind == 'image' else 'a'} {kind} model")  # fmt: skip
+    spec = KINDS[found]
+    with reading_model_files(root):
+        entry = manifest["codec"]
+        codec = spec.make_codec(from_dict(spec.codec_config, entry["config"]))
+        codec.vae.load_state_dict(_load_weights(root, entry, f"{found} codec"))
+        for stat in spec.codec_stats:
+            getattr(codec, stat).copy_(torch.tensor(entry[stat]))
+        denoiser = None
+        if manifest.get("denoiser"):
+            entry = manifest["denoiser"]
+            denoiser = spec.make_denoiser(from_dict(spec.denoiser_config, entry["config"]), codec)
+            denoiser.net.load_state_dict(_load_weights(root, entry, f"{found} denoiser"))
+            denoiser.eval()
+        text = from_dict(TextConfig, manifest["text_encoder"]["config"])
+    return Bundle(
+        codec=codec.eval(),
+        text=text,
+        denoiser=denoiser,
+        kind=found,
+        name=manifest.get("name", ""),
+        sampling=manifest.get("sampling") or {},
+        training=manifest.get("training") or {},
+        model_id=model_id_of(manifest, found if found != "image" else "model"),
+    )
+
+
+@contextlib.contextmanager
+def reading_model_files(root: Path) -> Iterator[None]:
+    """Whatever a malformed manifest or mismatched weights raise becomes one ModelFileError."""
+    try:
+        yield
+    except (KeyError, TypeError) as e:
+        raise ModelFileError(f"{root / MANIFEST} is missing or has a malformed entry {e}") from None
+    except RuntimeError as e:  # load_state_dict: missing keys or wrong shapes
+        detail = " ".join(line.strip() for line in str(e).strip().splitlines()[:3])
+        raise ModelFileError(f"weights in {root} do not match latentkit.json: {detail}") from None
+    except LatentkitError as e:
+        raise ModelFileError(f"{root / MANIFEST}: {e}") from None
+
+
+def model_id_of(manifest: dict[str, Any], default_name: str) -> str:
+    """name@12 hex digits of the weights' checksums: changes whenever any weight does."""
+    parts = [manifest["codec"]["sha256"]]
+    if manifest.get("denoiser"):
+        parts.append(manifest["denoiser"]["sha256"])
+    short = hashlib.sha256("".join(parts).encode()).hexdigest()[:12]
+    return f"{manifest.get('name', default_name)}@{short}"
+
+
+def _load_weights(root: Path, entry: dict[str, Any], what: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = root / entry["file"]
+    if not path.is_file():
+        raise ModelFileError(f"{what} weights {path} are missing")
+    if sha256_of(path) != entry["sha256"]:
+        raise ModelFileError(
+            f"{what} weights {path} do not match latentkit.json (checksum differs): the file is "
+            "truncated, corrupted or from another model"
+        )
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise ModelFileError(f"{what} weights {path} cannot be read: {e}") from None
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def components_of(bundle: Bundle, source: Path | None = None) -> Components:
+    """Our bundle behind the family-neutral seam."""
+    from latentkit.models.lora import DenoiserLoras
+    from latentkit.models.text import load_text_encoder
+
+    spec = KINDS[bundle.kind]
+    known = {k: v for k, v in bundle.sampling.items() if k in Defaults.__dataclass_fields__}
+    defaults = Defaults(**{**vars(spec.defaults), **known})
+    adapters = None
+    if bundle.denoiser is not None and bundle.kind == "image":
+        adapters = DenoiserLoras(bundle.denoiser, bundle.model_id)
+    return Components(
+        family="latentkit",
+        title=f"latentkit {bundle.kind} model",
+        codec=bundle.codec,
+        text=load_text_encoder(bundle.text),
+        network=bundle.denoiser,
+        schedule=FlowSchedule(),
+        defaults=defaults,
+        name=bundle.name,
+        model_id=bundle.model_id or bundle.name,
+        source=source,
+        description=describe(bundle),
+        adapters=adapters,
+        bundle=bundle,
+    )
+
+
+def load_components(path: str | Path) -> Components:
+    return components_of(load_bundle(path), Path(path))
+
+
+def describe(bundle: Bundle) -> list[tuple[str, str]]:
+    """`latentkit info` rows: what the parts are, in words, and how they were trained."""
+    codec, c = bundle.codec, bundle.codec.config
+    side = c.image_size // codec.spatial_factor
+    rows = [("family", f"latentkit {bundle.kind} model (latentkit bundle folder)")]
+    if bundle.kind == "video":
+        latent_frames = c.latent_frames(c.frames)
+        shape = f"{c.frames} frames of {c.image_size}px -> {latent_frames}x{side}x{side}"
+        values = 3 * c.frames * c.image_size**2 / (latent_frames * side * side)
+        what = f"causal 3D KL autoencoder, {codec.spatial_factor}x in space, "
+        what += f"{codec.time_factor}x in time"
+    else:
+        shape = f"{c.image_size}px -> {side}x{side}"
+        values = 3 * codec.spatial_factor**2
+        what = f"KL autoencoder f{codec.spatial_factor}"
+    rows.append(("codec", f"{what}, {codec.latent_channels} latent channels, {shape}x"
+                 f"{codec.latent_channels} ({values / codec.latent_channels:.0f}x fewer values), "
+                 f"{_params(codec.vae)}"))  # fmt: skip
+    rows.append(("latents", f"shift {_fmt(codec.latent_shift)} scale {_fmt(codec.latent_scale)}"))
+    t = bundle.text
+    rows.append(("text", f"{t.name} ({t.dim}-d tokens, window {t.max_tokens})"))
+    if bundle.denoiser is None:
+        rows.append(("network", "none (codec-only bundle: encode/decode only)"))
+    else:
+        d = bundle.denoiser.config
+        blocks = "LTX-Video" if bundle.kind == "video" else "PixArt"
+        patch = "" if bundle.kind == "video" else f", patch {d.patch_size}"
+        rows.append(("network", f"diffusion transformer ({blocks} blocks), {d.layers} layers x "
+                     f"{d.width} wide{patch}, {_params(bundle.denoiser)}; predicts flow "
+                     "velocity"))  # fmt: skip
+    for kind, prov in bundle.training.items():
+        rows.append(("trained", _provenance(kind, prov)))
+    return rows
+
+
+def _provenance(kind: str, prov: Any) -> str:
+    if isinstance(prov, list):
+        return f"{len(prov)} {kind} recorded (see `latentkit info --json`)"
+    if not isinstance(prov, dict):
+        return f"{kind}: {prov}"
+    return (
+        f"{kind}: {prov.get('steps')} steps, {prov.get('seconds')} s on {prov.get('device')}, "
+        f"data {prov.get('data')} ({prov.get('images')} images), final loss "
+        f"{prov.get('final_loss')}"
+    )
+
+
+def _params(module: nn.Module) -> str:
+    return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f}M params"
+
+
+def _fmt(t: torch.Tensor) -> str:
+    return "[" + ", ".join(f"{v:.3f}" for v in t.tolist()) + "]"
