@@ -173,7 +173,9 @@ class Pipeline:
     ) -> Pipeline:
         """Any model latentkit knows: our folders (image or video), diffusers folders of the
         supported families. No path: the shipped model of `kind` ("image" or "video")."""
-        return cls(load_components(path, kind=kind, prediction=prediction), device, dtype)
+        device = torch.device(device) if device is not None else default_device()
+        parts = load_components(path, kind=kind, prediction=prediction, device=device, dtype=dtype)
+        return cls(parts, device, dtype)
 
     # -- what the model is -------------------------------------------------------------------
 
@@ -332,7 +334,7 @@ class Pipeline:
     def encode(self, pixels: Tensor) -> Tensor:
         """Pixels in [-1, 1] ([B, 3, H, W], or [B, 3, T, H, W] for video) -> normalised latents
         (posterior mean), on the CPU in fp32."""
-        return self.codec.encode(pixels.to(self.device, self.dtype)).float().cpu()
+        return self.codec.encode(pixels.to(self.device, self.dtype)).float().cpu().contiguous()
 
     @torch.no_grad()
     def decode(self, latents: Tensor, tile: int | None = None) -> Tensor:

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from latentkit.errors import ModelFileError
 from latentkit.families.base import Components
 
@@ -43,10 +45,17 @@ def supported() -> str:
 
 
 def load_components(
-    path: str | Path | None = None, *, kind: str = "image", prediction: str | None = None
+    path: str | Path | None = None,
+    *,
+    kind: str = "image",
+    prediction: str | None = None,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Components:
     """The components of the model at `path` (default: the shipped model of `kind`).
-    `prediction` overrides the prediction type of epsilon/v families."""
+    `prediction` overrides the prediction type of epsilon/v families; `device` and `dtype` say
+    where the weights will run, so they load in that dtype and a model that cannot fit there is
+    refused before loading."""
     from latentkit.families import bundle
 
     root = Path(path) if path is not None else bundle.shipped_model(kind)
@@ -60,7 +69,9 @@ def load_components(
     if (root / "model_index.json").is_file():
         from latentkit.families import diffusers_folder
 
-        return diffusers_folder.load_components(root, prediction=prediction)
+        return diffusers_folder.load_components(
+            root, prediction=prediction, device=device, dtype=dtype
+        )
     raise ModelFileError(not_a_model(root))
 
 
