@@ -79,3 +79,19 @@ def make_image_folder(root: Path) -> Path:
         Image.fromarray(arr).save(folder / f"img{i}.png")
         (folder / f"img{i}.txt").write_text(f"a square number {i % 3}")
     return folder
+
+
+FAMILY_FOLDERS = ("sd1", "sd2v", "sdxl")
+
+
+@pytest.fixture(scope="module", params=("latentkit", *FAMILY_FOLDERS))
+def any_pipe(request, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Our tiny model and tiny Stable Diffusion 1.x, 2.x (v) and SDXL folders: the operations'
+    promises must hold on every family latentkit loads."""
+    from family_fixtures import cached_family_folder
+
+    from latentkit.pipeline import Pipeline
+
+    if request.param == "latentkit":
+        return Pipeline.load(tiny_model_dir, device="cpu")
+    return Pipeline.load(cached_family_folder(tmp_path_factory, request.param), device="cpu")

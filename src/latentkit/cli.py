@@ -183,12 +183,16 @@ def invert(
     steps: StepsOpt = None,
     sampler: Annotated[str, typer.Option(help="euler or heun.")] = "euler",
     cfg: Annotated[float, typer.Option(help="Guidance during inversion (1 = none, best).")] = 1.0,
+    check: Annotated[
+        bool, typer.Option(help="Regenerate once and print the round trip's PSNR.")
+    ] = True,
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Find the noise that regenerates an image; `generate --noise FILE` then edits from it."""
     from latentkit.ops import invert as invert_image
+    from latentkit.ops.invert import round_trip_psnr
     from latentkit.outputs import save_latents
 
     pipe = load_pipeline(model, device, prediction)
@@ -196,6 +200,10 @@ def invert(
     meta = {**recipe.to_dict(), "source": str(image), "model": pipe.model_id}
     save_latents(z, out, meta)
     typer.echo(f"wrote {out} noise {tuple(z.shape)}")
+    if check:
+        psnr = round_trip_psnr(pipe, image, z, recipe)
+        typer.echo(f"round trip: {psnr:.2f} dB PSNR, regenerated from this noise against the "
+                   "image's VAE round trip")  # fmt: skip
 
 
 def step_bar():

@@ -7,6 +7,7 @@ error of that round trip is what `inversion_error` measures.
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 from typing import Any
 
@@ -95,3 +96,17 @@ def regenerate(
         n=noise.shape[0], **chosen,
     )  # fmt: skip
     return generate_from_noise(pipe, noise, recipe)
+
+
+def round_trip_psnr(pipe: Pipeline, image: ImageInput, noise: Tensor, recipe: Recipe) -> float:
+    """PSNR in dB of the image regenerated from its inverted noise against the image's VAE
+    round trip: how faithful the inversion is, with the codec's own loss set aside."""
+    import numpy as np
+
+    from latentkit.data.images import tensor_to_uint8
+
+    _, pixels = prepare(pipe, image)
+    target = tensor_to_uint8(pipe.decode(pipe.encode(pixels)))[0].astype(np.float64)
+    again = np.asarray(generate_from_noise(pipe, noise, recipe).images[0], dtype=np.float64)
+    mse = float(((again - target) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
