@@ -278,3 +278,31 @@ def test_served_over_the_rest_api(tmp_path_factory, tmp_path: Path) -> None:
 
     served = Image.open(tmp_path / "out" / done["result"]["images"][0]["id"])
     assert np.array_equal(np.asarray(served), np.asarray(direct))
+
+
+def test_offload_hooks_give_the_same_image(tmp_path_factory) -> None:
+    """Model-level offload (accelerate's hooks) changes where weights live, not the result;
+    exercised here with the CPU as the execution device. On a CPU the CLI flag is refused."""
+    from latentkit.families import load_components
+
+    path = cached_family_folder(tmp_path_factory, "sdxl")
+    plain = Pipeline.load(path, device="cpu").generate(PROMPT, seed=4, steps=3).latents
+    hooked = Pipeline(load_components(path), device="cpu", offload=True)
+    assert hasattr(hooked.network.unet, "_hf_hook")
+    torch.testing.assert_close(hooked.generate(PROMPT, seed=4, steps=3).latents, plain)
+    with pytest.raises(InvalidArgument, match=r"--offload .* needs a GPU"):
+        Pipeline.load(path, device="cpu", offload=True)
+
+
+def test_tokenizer_json_alone_is_enough(tmp_path_factory, tmp_path: Path) -> None:
+    """Folders saved by transformers 5 keep only tokenizer.json; older ones vocab + merges."""
+    src = cached_family_folder(tmp_path_factory, "sd1")
+    modern = copy_folder(src, tmp_path / "modern")
+    for name in ("vocab.json", "merges.txt"):
+        (modern / "tokenizer" / name).unlink()
+    a = Pipeline.load(modern, device="cpu").encode_prompt([PROMPT]).tokens
+    torch.testing.assert_close(a, Pipeline.load(src, device="cpu").encode_prompt([PROMPT]).tokens)
+    for f in (modern / "tokenizer").iterdir():
+        f.unlink()
+    with pytest.raises(ModelFileError, match="tokenizer needs the CLIP tokenizer"):
+        Pipeline.load(modern, device="cpu")

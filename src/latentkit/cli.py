@@ -33,6 +33,10 @@ ModelOpt = Annotated[
     typer.Option("--model", help="Model folder (default: the shipped model, or $LATENTKIT_MODEL)."),
 ]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if available).")]
+OffloadOpt = Annotated[
+    bool,
+    typer.Option(help="Keep weights in CPU memory, each part on the GPU only while it runs."),
+]
 PredictionOpt = Annotated[
     str | None,
     typer.Option(
@@ -79,12 +83,16 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
 
 
 def load_pipeline(
-    model: Path | None, device: str | None, prediction: str | None = None, kind: str = "image"
+    model: Path | None,
+    device: str | None,
+    prediction: str | None = None,
+    offload: bool = False,
+    kind: str = "image",
 ):
     """The model's pipeline; another family's model says on stderr what it was taken for."""
     from latentkit.pipeline import Pipeline
 
-    pipe = Pipeline.load(model, device=device, prediction=prediction, kind=kind)
+    pipe = Pipeline.load(model, device=device, prediction=prediction, kind=kind, offload=offload)
     if pipe.is_video != (kind == "video"):
         found = "a video" if pipe.is_video else "an image"
         other = "latentkit video" if pipe.is_video else "an image command such as generate"
@@ -115,6 +123,7 @@ def generate(
     ] = None,
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
+    offload: OffloadOpt = False,
     out: Annotated[
         Path, typer.Option(help="Output PNG; with --n > 1, out-0.png, out-1.png ...")
     ] = Path("latentkit.png"),
@@ -133,7 +142,7 @@ def generate(
     from latentkit.outputs import read_png_recipe
     from latentkit.pipeline import Recipe
 
-    pipe = load_pipeline(model, device, prediction)
+    pipe = load_pipeline(model, device, prediction, offload)
     add_adapters(pipe, lora, token_file)
     if noise is not None:
         options = {"steps": steps, "cfg": cfg, "sampler": sampler}
@@ -188,6 +197,7 @@ def invert(
     ] = True,
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
+    offload: OffloadOpt = False,
     device: DeviceOpt = None,
 ) -> None:
     """Find the noise that regenerates an image; `generate --noise FILE` then edits from it."""
@@ -195,7 +205,7 @@ def invert(
     from latentkit.ops.invert import round_trip_psnr
     from latentkit.outputs import save_latents
 
-    pipe = load_pipeline(model, device, prediction)
+    pipe = load_pipeline(model, device, prediction, offload)
     z, recipe = invert_image(pipe, image, prompt, steps=steps, sampler=sampler, cfg=cfg)
     meta = {**recipe.to_dict(), "source": str(image), "model": pipe.model_id}
     save_latents(z, out, meta)
@@ -256,12 +266,12 @@ def img2img_cmd(
     strength: Annotated[float, typer.Option(help="0 keeps the image, 1 ignores it.")] = 0.6,
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
     sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
-    prediction: PredictionOpt = None, device: DeviceOpt = None,
+    prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Redraw an image following a prompt; strength sets how far it may move."""
     from latentkit.ops import img2img
 
-    pipe = load_pipeline(model, device, prediction)
+    pipe = load_pipeline(model, device, prediction, offload)
     opts = recipe_options(negative, seed, steps, cfg, sampler, n)
     write_images(img2img(pipe, image, prompt, strength=strength, **opts), out)
 
@@ -276,12 +286,12 @@ def inpaint_cmd(
     keep_unmasked: Annotated[bool, typer.Option(help="Unmasked pixels stay identical.")] = True,
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
     sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
-    prediction: PredictionOpt = None, device: DeviceOpt = None,
+    prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Regenerate the masked part of an image; the rest stays byte-identical."""
     from latentkit.ops import inpaint
 
-    pipe = load_pipeline(model, device, prediction)
+    pipe = load_pipeline(model, device, prediction, offload)
     opts = recipe_options(negative, seed, steps, cfg, sampler, n)
     result = inpaint(pipe, image, mask, prompt, feather_px=feather, keep_unmasked=keep_unmasked,
                      **opts)  # fmt: skip
@@ -299,12 +309,12 @@ def outpaint_cmd(
     bottom: Annotated[int, typer.Option(help="Pixels to add at the bottom.")] = 0,
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
     sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
-    prediction: PredictionOpt = None, device: DeviceOpt = None,
+    prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Extend the canvas in any direction and fill the new part."""
     from latentkit.ops import outpaint
 
-    pipe = load_pipeline(model, device, prediction)
+    pipe = load_pipeline(model, device, prediction, offload)
     opts = recipe_options(negative, seed, steps, cfg, sampler, n)
     write_images(outpaint(pipe, image, prompt, left=left, right=right, top=top, bottom=bottom,
                           **opts), out)  # fmt: skip
@@ -322,7 +332,7 @@ def interpolate_cmd(
     fps: Annotated[int, typer.Option(help="Frames per second for GIF/MP4.")] = 12,
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
     sampler: SamplerOpt = None, model: ModelOpt = None,
-    prediction: PredictionOpt = None, device: DeviceOpt = None,
+    prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Morph between seeds, prompts or images; writes a GIF, an MP4 or numbered PNG frames."""
     from latentkit.errors import check_positive_int
@@ -330,7 +340,7 @@ def interpolate_cmd(
     from latentkit.outputs import save_png, write_animation
 
     check_positive_int("fps", fps)
-    pipe = load_pipeline(model, device, prediction)
+    pipe = load_pipeline(model, device, prediction, offload)
     opts = recipe_options(negative, seed, steps, cfg, sampler, 1)
     opts.pop("n")
     result = interpolate(pipe, keyframes, frames, prompt=prompt, even=even, **opts)
@@ -362,12 +372,13 @@ def direction_find(
     name: Annotated[str | None, typer.Option(help="Name stored in the file.")] = None,
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
+    offload: OffloadOpt = False,
     device: DeviceOpt = None,
 ) -> None:
     """Find a direction from two prompt sets (text), two image folders or PCA (latent)."""
     from latentkit.ops import directions as d
 
-    pipe = load_pipeline(model, device, prediction)
+    pipe = load_pipeline(model, device, prediction, offload)
     label = name or out.stem
     if positive or negative:
         direction = d.from_prompts(pipe, list(positive or []), list(negative or []), label)
@@ -415,12 +426,13 @@ def direction_strip(
     out: OutPng,
     amounts: Amounts = "-2,-1,0,1,2",
     seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
-    model: ModelOpt = None, prediction: PredictionOpt = None, device: DeviceOpt = None,
+    model: ModelOpt = None,
+    prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Generate one image per amount along a direction, side by side."""
     from latentkit.ops.directions import Direction, generate_along
 
-    pipe = load_pipeline(model, device, prediction)
+    pipe = load_pipeline(model, device, prediction, offload)
     result = generate_along(pipe, prompt, Direction.load(direction), parse_amounts(amounts),
                             seed=seed, steps=steps, cfg=cfg, sampler=sampler)  # fmt: skip
     save_strip(result.images, out, {**result.recipe_of(0), "amounts": result.extra["amounts"]})
@@ -437,13 +449,14 @@ def edit(
     steps: StepsOpt = None,
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
+    offload: OffloadOpt = False,
     device: DeviceOpt = None,
 ) -> None:
     """Move an image along a direction (latent: directly; text: through inversion)."""
     from latentkit.ops.directions import Direction, edit_image
 
     values = parse_amounts(amounts) if amounts else [1.0 if amount is None else amount]
-    pipe = load_pipeline(model, device, prediction)
+    pipe = load_pipeline(model, device, prediction, offload)
     rows = edit_image(pipe, image, Direction.load(direction), values, prompt, steps)
     recipe = {"op": "edit", "source": str(image), "direction": str(direction), "amounts": values,
               "model": pipe.model_id}  # fmt: skip
@@ -464,13 +477,14 @@ def blend(
     out: OutPng,
     weight: Annotated[float, typer.Option(help="For two images: 0 = first, 1 = second.")] = 0.5,
     seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
-    model: ModelOpt = None, prediction: PredictionOpt = None, device: DeviceOpt = None,
+    model: ModelOpt = None,
+    prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Blend prompts ('a dog:0.6' 'a fox:0.4') or two images (in latent space)."""
     from latentkit.ops import blend as b
     from latentkit.ops.source import looks_like_image
 
-    pipe = load_pipeline(model, device, prediction)
+    pipe = load_pipeline(model, device, prediction, offload)
     if all(looks_like_image(i) for i in items):
         if len(items) != 2:
             raise InvalidArgument(f"blending images takes exactly two, got {len(items)}")
@@ -488,13 +502,14 @@ def arith(
     expression: Annotated[str, typer.Argument(help="'A - B + C' of prompts or of image paths.")],
     out: OutPng,
     seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
-    model: ModelOpt = None, prediction: PredictionOpt = None, device: DeviceOpt = None,
+    model: ModelOpt = None,
+    prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Vector arithmetic on prompt embeddings or image latents."""
     from latentkit.ops import blend as b
     from latentkit.ops.source import looks_like_image
 
-    pipe = load_pipeline(model, device, prediction)
+    pipe = load_pipeline(model, device, prediction, offload)
     terms = b.parse_expression(expression)
     if all(looks_like_image(t) for _, t in terms):
         save_pixels(b.image_arithmetic(pipe, expression), out,
@@ -512,13 +527,14 @@ def mix(
     channels: Annotated[str, typer.Option(help="Images: channels from style.")] = "1,2",
     switch: Annotated[float, typer.Option(help="Prompts: share of steps with the first.")] = 0.3,
     seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
-    model: ModelOpt = None, prediction: PredictionOpt = None, device: DeviceOpt = None,
+    model: ModelOpt = None,
+    prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Style mixing: swap latent channels between images, or switch prompts part-way."""
     from latentkit.ops import blend as b
     from latentkit.ops.source import looks_like_image
 
-    pipe = load_pipeline(model, device, prediction)
+    pipe = load_pipeline(model, device, prediction, offload)
     if looks_like_image(content) and looks_like_image(style):
         try:
             chosen = [int(c) for c in channels.split(",") if c.strip()]
@@ -542,6 +558,7 @@ def map_cmd(
     limit: Annotated[int | None, typer.Option(help="Use at most this many images.")] = None,
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
+    offload: OffloadOpt = False,
     device: DeviceOpt = None,
 ) -> None:
     """Place encoded images on a 2D map and render it as an atlas of thumbnails."""
@@ -552,7 +569,7 @@ def map_cmd(
     from latentkit.outputs import save_png
     from latentkit.train.tasks import training_images
 
-    pipe = load_pipeline(model, device, prediction)
+    pipe = load_pipeline(model, device, prediction, offload)
     data = training_images(images, pipe.image_size)
     if limit is not None:
         data = data.subset(np.arange(min(limit, len(data))))
@@ -572,6 +589,7 @@ def neighbours(
     out: Annotated[Path | None, typer.Option(help="Also write a strip of them.")] = None,
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
+    offload: OffloadOpt = False,
     device: DeviceOpt = None,
 ) -> None:
     """The k images nearest to IMAGE in latent space."""
@@ -581,7 +599,7 @@ def neighbours(
     from latentkit.ops.source import prepare
     from latentkit.train.tasks import training_images
 
-    pipe = load_pipeline(model, device, prediction)
+    pipe = load_pipeline(model, device, prediction, offload)
     data = training_images(images, pipe.image_size)
     img, _ = prepare(pipe, image)
     if img.size != (pipe.image_size, pipe.image_size):
@@ -602,13 +620,14 @@ def encode(
     out: Annotated[Path, typer.Option(help="Latent file to write (.safetensors).")],
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
+    offload: OffloadOpt = False,
     device: DeviceOpt = None,
 ) -> None:
     """Encode an image to latents (safetensors, with its recipe in the metadata)."""
     from latentkit.data.images import image_to_tensor, load_image
     from latentkit.outputs import save_latents
 
-    pipe = load_pipeline(model, device, prediction)
+    pipe = load_pipeline(model, device, prediction, offload)
     img = load_image(image, min_size=pipe.factor)
     pipe.codec.check_pixel_shape(img.height, img.width)
     latents = pipe.encode(image_to_tensor(img))
@@ -628,13 +647,14 @@ def decode(
     out: Annotated[Path, typer.Option(help="Output PNG.")],
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
+    offload: OffloadOpt = False,
     device: DeviceOpt = None,
 ) -> None:
     """Decode latents back to an image."""
     from latentkit.data.images import tensor_to_pil
     from latentkit.outputs import load_latents, numbered, save_png
 
-    pipe = load_pipeline(model, device, prediction)
+    pipe = load_pipeline(model, device, prediction, offload)
     z, recipe = load_latents(latents)
     if z.shape[1] != pipe.codec.latent_channels:
         raise InvalidArgument(
@@ -693,6 +713,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 7860,
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
+    offload: OffloadOpt = False,
     video_model: Annotated[
         Path | None,
         typer.Option(
@@ -737,6 +758,7 @@ def serve(
     web = create_app(
         model=model,
         prediction=prediction,
+        offload=offload,
         video_model=video_model,
         outputs=outputs,
         token=token,

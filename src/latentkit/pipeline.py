@@ -148,16 +148,20 @@ class Pipeline:
         components: Components,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        offload: bool = False,
     ) -> None:
         self.components = components
         self.device = torch.device(device) if device is not None else default_device()
         # CPU runs fp32 throughout; on a GPU the networks run in bf16, latents stay fp32.
         self.dtype = dtype or (torch.float32 if self.device.type == "cpu" else torch.bfloat16)
-        self.codec = _move(components.codec, self.device, self.dtype)
-        self.network = _move(components.network, self.device, self.dtype)
         self.text_encoder = components.text
-        if hasattr(self.text_encoder, "to"):
-            self.text_encoder.to(self.device, self.dtype)
+        if offload:
+            self.codec, self.network = self._offload()
+        else:
+            self.codec = _move(components.codec, self.device, self.dtype)
+            self.network = _move(components.network, self.device, self.dtype)
+            if hasattr(self.text_encoder, "to"):
+                self.text_encoder.to(self.device, self.dtype)
         self.loras: dict[str, float] = {}  # adapter name -> weight, in load order
         self.token_files: list[str] = []
 
@@ -170,12 +174,43 @@ class Pipeline:
         *,
         kind: str = "image",
         prediction: str | None = None,
+        offload: bool = False,
     ) -> Pipeline:
         """Any model latentkit knows: our folders (image or video), diffusers folders of the
-        supported families. No path: the shipped model of `kind` ("image" or "video")."""
+        supported families. No path: the shipped model of `kind` ("image" or "video").
+        `offload` keeps the weights in CPU memory and moves each part to the GPU while it runs,
+        for models larger than the GPU's memory."""
         device = torch.device(device) if device is not None else default_device()
-        parts = load_components(path, kind=kind, prediction=prediction, device=device, dtype=dtype)
-        return cls(parts, device, dtype)
+        if offload and device.type != "cuda":
+            raise InvalidArgument(
+                "--offload keeps weights in CPU memory and moves each part to the GPU while it "
+                f"runs; it needs a GPU, and this pipeline runs on {device.type}"
+            )
+        where = torch.device("cpu") if offload else device
+        if dtype is None and device.type == "cuda":
+            dtype = torch.bfloat16
+        parts = load_components(path, kind=kind, prediction=prediction, device=where, dtype=dtype)
+        return cls(parts, device, dtype, offload=offload)
+
+    def _offload(self) -> tuple[Any, Any]:
+        """Model-level CPU offload with accelerate's hooks (what diffusers'
+        enable_model_cpu_offload does): each module moves to the GPU when called and back to
+        the CPU when the next one starts. Returns the codec and network, still on the CPU."""
+        from accelerate import cpu_offload_with_hook
+
+        network = self.components.network
+        if getattr(network, "unet", None) is None:
+            raise InvalidArgument(
+                f"--offload is for models larger than a GPU (Stable Diffusion families); this "
+                f"{self.components.title} fits, run it without --offload"
+            )
+        codec = _move(self.components.codec, torch.device("cpu"), self.dtype)
+        network = _move(network, torch.device("cpu"), self.dtype)
+        hook = None
+        for module in [*self.text_encoder.encoders, network.unet, codec.vae]:
+            module.to(dtype=self.dtype)
+            _, hook = cpu_offload_with_hook(module, self.device, prev_module_hook=hook)
+        return codec, network
 
     # -- what the model is -------------------------------------------------------------------
 

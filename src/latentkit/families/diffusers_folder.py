@@ -260,10 +260,11 @@ def _tokenizer(root: Path, name: str) -> Any:
     from transformers import CLIPTokenizer
 
     folder = root / name
-    if not (folder / "vocab.json").is_file() or not (folder / "merges.txt").is_file():
+    bpe = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    if not bpe and not (folder / "tokenizer.json").is_file():
         raise ModelFileError(
-            f"{folder} needs vocab.json and merges.txt (the CLIP tokenizer); copy them from the "
-            "model's release into that folder"
+            f"{folder} needs the CLIP tokenizer: vocab.json and merges.txt (or tokenizer.json); "
+            "copy them from the model's release into that folder"
         )
     return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
 

@@ -1,0 +1,238 @@
+"""latentkit against each family's own diffusers pipeline, on the same weights and seeds, on CPU.
+
+Random weights at the real architecture sizes (SD 1.5: 860M-parameter UNet, CLIP-L, the KL VAE;
+SDXL: 2.6B UNet, CLIP-L + CLIP-G), saved once as an fp16 diffusers folder (as releases ship) under
+~/.cache/latentkit/bench. In one process, latentkit loads the folder and diffusers' pipeline is
+built around the very same modules, so both run the same weights; each generates the same
+prompts and seeds with Euler (EulerDiscreteScheduler for diffusers), after a one-step warm-up of
+each and in alternating order, and the outputs are compared. Peak memory (RSS) is measured in
+fresh processes: after loading, and after sampling; a baseline process that only imports
+latentkit and diffusers is measured too, so the weights' own share is visible.
+
+    python benchmarks/families.py --families sd15 --batches 1,4 --steps 10 --threads 2
+    python benchmarks/families.py --families sdxl --size 512 --batches 1 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("LATENTKIT_BENCH_CACHE", Path.home() / ".cache/latentkit/bench"))
+PROMPT, NEGATIVE = "a photo of an astronaut riding a horse", "blurry"
+CLIP_L = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+          "num_attention_heads": 12, "max_position_embeddings": 77, "vocab_size": 49408,
+          "hidden_act": "quick_gelu", "projection_dim": 768}  # fmt: skip
+SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+             "num_train_timesteps": 1000, "steps_offset": 1, "timestep_spacing": "leading",
+             "prediction_type": "epsilon"}  # fmt: skip
+VAE = {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "latent_channels": 4,
+       "down_block_types": ("DownEncoderBlock2D",) * 4,
+       "up_block_types": ("UpDecoderBlock2D",) * 4}  # fmt: skip
+FAMILIES = {
+    "sd15": {
+        "pipeline": "StableDiffusionPipeline",
+        "unet": {"cross_attention_dim": 768, "attention_head_dim": 8, "sample_size": 64},
+        "encoders": [("CLIPTextModel", CLIP_L)],
+        "scaling": 0.18215,
+        "size": 256,
+    },
+    "sdxl": {
+        "pipeline": "StableDiffusionXLPipeline",
+        "unet": {
+            "sample_size": 128, "cross_attention_dim": 2048, "block_out_channels": (320, 640, 1280),
+            "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            "attention_head_dim": (5, 10, 20), "transformer_layers_per_block": (1, 2, 10),
+            "use_linear_projection": True, "addition_embed_type": "text_time",
+            "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 2816,
+        },
+        "encoders": [("CLIPTextModel", CLIP_L),
+                     ("CLIPTextModelWithProjection", {**CLIP_L, "hidden_size": 1280,
+                      "intermediate_size": 5120, "num_hidden_layers": 32,
+                      "num_attention_heads": 20, "projection_dim": 1280, "hidden_act": "gelu"})],
+        "scaling": 0.13025,
+        "size": 512,
+    },
+}  # fmt: skip
+
+
+def build_folder(family: str) -> Path:
+    """The random-weight fp16 folder of a family, made once (a few minutes for SDXL)."""
+    folder = CACHE / f"{family}-random"
+    if (folder / "model_index.json").is_file():
+        return folder
+    import diffusers
+    import torch
+    import transformers
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from family_fixtures import write_clip_tokenizer
+
+    spec = FAMILIES[family]
+    torch.manual_seed(0)
+    parts = {"unet": diffusers.UNet2DConditionModel(**spec["unet"]).half()}
+    vae = diffusers.AutoencoderKL(**VAE, scaling_factor=spec["scaling"]).half()
+    parts["vae"] = vae
+    tmp = CACHE / f".{family}-tokenizers"
+    for i, (cls, cfg) in enumerate(spec["encoders"]):
+        suffix = "" if i == 0 else f"_{i + 1}"
+        config = transformers.CLIPTextConfig(**cfg)
+        parts[f"text_encoder{suffix}"] = getattr(transformers, cls)(config).half()
+        write_clip_tokenizer(tmp / f"tokenizer{suffix}")
+        parts[f"tokenizer{suffix}"] = transformers.CLIPTokenizer.from_pretrained(
+            tmp / f"tokenizer{suffix}"
+        )
+    parts["scheduler"] = diffusers.EulerDiscreteScheduler(**SCHEDULER)
+    extra = (
+        {"add_watermarker": False}
+        if family == "sdxl"
+        else {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    )
+    pipe = getattr(diffusers, spec["pipeline"])(**parts, **extra)
+    pipe.save_pretrained(CACHE / f".{family}-building", safe_serialization=True)
+    os.replace(CACHE / f".{family}-building", folder)
+    return folder
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+
+
+def measure_memory(folder: Path, size: int, threads: int) -> dict:
+    """Peak RSS of a fresh process after imports, after loading, and after one 2-step image."""
+    code = f"""
+import json, resource, time, torch
+torch.set_num_threads({threads})
+from latentkit.pipeline import Pipeline
+import diffusers, transformers
+from diffusers import UNet2DConditionModel, AutoencoderKL
+from transformers import CLIPTextModel
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+t0 = time.perf_counter()
+pipe = Pipeline.load({str(folder)!r}, device="cpu")
+load_s = time.perf_counter() - t0
+after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+pipe.generate("x", seed=0, steps=2, height={size}, width={size})
+after_sample = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+print(json.dumps({{"load_seconds": load_s, "rss_after_imports_gb": baseline,
+                  "peak_rss_after_load_gb": after_load,
+                  "peak_rss_after_sampling_gb": after_sample}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def diffusers_pipeline(pipe, family: str):
+    """diffusers' own pipeline around latentkit's modules (no copies), with Euler."""
+    import diffusers
+
+    text, network = pipe.text_encoder, pipe.network
+    parts = {"vae": pipe.codec.vae, "unet": network.unet,
+             "scheduler": diffusers.EulerDiscreteScheduler.from_config(network.schedule.config),
+             "text_encoder": text.encoders[0], "tokenizer": text.tokenizers[0]}  # fmt: skip
+    if family == "sdxl":
+        parts.update(text_encoder_2=text.encoders[1], tokenizer_2=text.tokenizers[1],
+                     add_watermarker=False)  # fmt: skip
+    else:
+        parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    theirs = getattr(diffusers, FAMILIES[family]["pipeline"])(**parts)
+    theirs.set_progress_bar_config(disable=True)
+    return theirs
+
+
+def compare_speed(folder: Path, family: str, args: argparse.Namespace, size: int) -> list[dict]:
+    import numpy as np
+    import torch
+
+    from latentkit.pipeline import Pipeline
+
+    torch.set_num_threads(args.threads)
+    pipe = Pipeline.load(folder, device="cpu")
+    theirs = diffusers_pipeline(pipe, family)
+    cfg = 7.5
+    rows = []
+    for batch in args.batches:
+
+        def ours_run(steps: int, batch=batch):
+            return pipe.generate(PROMPT, NEGATIVE, seed=0, steps=steps, cfg=cfg, n=batch,
+                                 sampler="euler", height=size, width=size).images  # fmt: skip
+
+        def theirs_run(steps: int, batch=batch):
+            gens = [torch.Generator().manual_seed(i) for i in range(batch)]
+            return theirs(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps,
+                          guidance_scale=cfg, height=size, width=size, generator=gens,
+                          num_images_per_prompt=batch).images  # fmt: skip
+
+        times: dict[str, list[float]] = {"latentkit": [], "diffusers": []}
+        outputs = {}
+        runs = [("latentkit", ours_run), ("diffusers", theirs_run)]
+        for _, run in runs:  # warm-up: oneDNN builds its kernels for each new shape once
+            run(1)
+        for repeat in range(args.repeats):
+            for name, run in runs if repeat % 2 == 0 else runs[::-1]:  # alternate who goes first
+                t0 = time.perf_counter()
+                outputs[name] = run(args.steps)
+                times[name].append(time.perf_counter() - t0)
+        pairs = zip(outputs["latentkit"], outputs["diffusers"], strict=True)
+        diff = max(int(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max())
+                   for a, b in pairs)  # fmt: skip
+        ours_s, theirs_s = (statistics.median(times[k]) for k in ("latentkit", "diffusers"))
+        rows.append({"family": family, "size": size, "batch": batch, "steps": args.steps,
+                     "latentkit_s": round(ours_s, 2), "diffusers_s": round(theirs_s, 2),
+                     "latentkit_img_s": round(batch / ours_s, 4),
+                     "diffusers_img_s": round(batch / theirs_s, 4),
+                     "speedup": round(theirs_s / ours_s, 3), "max_pixel_diff": diff,
+                     "all_times": times})  # fmt: skip
+        print(f"{family} {size}px batch {batch}: latentkit {ours_s:.1f} s, diffusers "
+              f"{theirs_s:.1f} s ({theirs_s / ours_s:.2f}x), max pixel difference {diff}",
+              flush=True)  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--families", default="sd15")
+    ap.add_argument("--batches", default="1,4")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--size", type=int, default=None, help="default: 256 (SD 1.5), 512 (SDXL)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "families.json"))
+    args = ap.parse_args()
+    args.batches = [int(b) for b in args.batches.split(",")]
+    report = {"threads": args.threads, "device": "cpu", "rows": [], "memory": {}}
+    out = Path(args.out)
+    if out.is_file():
+        report = {**report, **json.loads(out.read_text())}
+    for family in args.families.split(","):
+        folder = build_folder(family)
+        size = args.size or FAMILIES[family]["size"]
+        weights = sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
+        memory = {"weights_on_disk_gb": round(weights / 1e9, 2), "disk_dtype": "float16",
+                  **measure_memory(folder, size, args.threads)}  # fmt: skip
+        report["memory"][family] = memory
+        print(f"{family}: {json.dumps(memory)}", flush=True)
+        rows = compare_speed(folder, family, args, size)
+        report["rows"] = [r for r in report["rows"] if r["family"] != family] + rows
+        out.write_text(json.dumps(report, indent=2))
+    print("| family | size | batch | latentkit img/s | diffusers img/s | speedup | max px diff |")
+    print("|---|---|---|---|---|---|---|")
+    for r in report["rows"]:
+        print(
+            f"| {r['family']} | {r['size']} | {r['batch']} | {r['latentkit_img_s']} | "
+            f"{r['diffusers_img_s']} | {r['speedup']}x | {r['max_pixel_diff']} |"
+        )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
