@@ -138,6 +138,11 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp32 on a CPU; bf16 for the networks on a GPU (latents stay fp32 everywhere)."""
+    return torch.float32 if device.type == "cpu" else torch.bfloat16
+
+
 def _move(module: Any, device: torch.device, dtype: torch.dtype) -> Any:
     return module.to(device, dtype).eval() if isinstance(module, torch.nn.Module) else module
 
@@ -152,8 +157,7 @@ class Pipeline:
     ) -> None:
         self.components = components
         self.device = torch.device(device) if device is not None else default_device()
-        # CPU runs fp32 throughout; on a GPU the networks run in bf16, latents stay fp32.
-        self.dtype = dtype or (torch.float32 if self.device.type == "cpu" else torch.bfloat16)
+        self.dtype = dtype or default_dtype(self.device)
         self.text_encoder = components.text
         if offload:
             self.codec, self.network = self._offload()
@@ -187,8 +191,7 @@ class Pipeline:
                 f"runs; it needs a GPU, and this pipeline runs on {device.type}"
             )
         where = torch.device("cpu") if offload else device
-        if dtype is None and device.type == "cuda":
-            dtype = torch.bfloat16
+        dtype = dtype or default_dtype(device)
         parts = load_components(path, kind=kind, prediction=prediction, device=where, dtype=dtype)
         return cls(parts, device, dtype, offload=offload)
 

@@ -161,7 +161,7 @@ def load_components(
     chosen, why = choose_prediction(prediction, scheduler, family, unet_config)
     networks = ("unet", "vae", *layout.text_encoders)
     files = {c: weight_files(root / c) for c in networks}
-    dtype = dtype or (torch.float32 if device is None or device.type == "cpu" else torch.bfloat16)
+    dtype = dtype or torch.float32
     check_fits(TITLES[family], [f for fs in files.values() for f in fs], dtype, device)
 
     quiet_libraries()
