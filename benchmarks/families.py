@@ -108,10 +108,22 @@ def peak_rss_gb() -> float:
 
 
 def measure_memory(folder: Path, size: int, threads: int) -> dict:
-    """Peak RSS of a fresh process after imports, after loading, and after one 2-step image."""
+    """Peak RSS of a fresh process after imports, after loading, and after one 2-step image.
+    RSS counts the mapped weight files too (page cache the kernel can drop); the peak of
+    anonymous memory, sampled every 10 ms, is what loading really holds."""
     code = f"""
-import json, resource, time, torch
+import json, resource, threading, time, torch
 torch.set_num_threads({threads})
+def anon():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+peak = [0]
+def sample():
+    while True:
+        peak[0] = max(peak[0], anon())
+        time.sleep(0.01)
+threading.Thread(target=sample, daemon=True).start()
 from latentkit.pipeline import Pipeline
 import diffusers, transformers
 from diffusers import UNet2DConditionModel, AutoencoderKL
@@ -121,10 +133,13 @@ t0 = time.perf_counter()
 pipe = Pipeline.load({str(folder)!r}, device="cpu")
 load_s = time.perf_counter() - t0
 after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+time.sleep(0.05)
+anon_load = peak[0] / 1e9
 pipe.generate("x", seed=0, steps=2, height={size}, width={size})
 after_sample = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 print(json.dumps({{"load_seconds": load_s, "rss_after_imports_gb": baseline,
-                  "peak_rss_after_load_gb": after_load,
+                  "peak_rss_after_load_gb": after_load, "peak_anonymous_after_load_gb": anon_load,
+                  "peak_anonymous_after_sampling_gb": peak[0] / 1e9,
                   "peak_rss_after_sampling_gb": after_sample}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -207,13 +222,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=None, help="default: 256 (SD 1.5), 512 (SDXL)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "families.json"))
+    ap.add_argument("--build", help="only build this family's folder (used internally)")
     args = ap.parse_args()
+    if args.build:
+        build_folder(args.build)
+        return
     args.batches = [int(b) for b in args.batches.split(",")]
     report = {"threads": args.threads, "device": "cpu", "rows": [], "memory": {}}
     out = Path(args.out)
     if out.is_file():
         report = {**report, **json.loads(out.read_text())}
     for family in args.families.split(","):
+        # built in its own process, so this one holds only what latentkit loads
+        build = [sys.executable, __file__, "--build", family]
+        subprocess.run(build, check=True)
         folder = build_folder(family)
         size = args.size or FAMILIES[family]["size"]
         weights = sum(f.stat().st_size for f in folder.rglob("*.safetensors"))

@@ -140,9 +140,16 @@ def test_image_to_video_keeps_the_first_frame(vpipe: Pipeline) -> None:
     assert not np.array_equal(other.clips[0][1:], result.clips[0][1:])
 
 
-def test_wrong_size_first_frame_is_refused(vpipe: Pipeline) -> None:
-    with pytest.raises(InvalidArgument, match=f"first frame is 20x12 .* {SIZE}x{SIZE}"):
-        image_to_video(vpipe, np.zeros((12, 20, 3), np.uint8), "x")
+def test_first_frame_of_another_size_is_cropped_to_the_frame_with_a_warning(
+    vpipe: Pipeline,
+) -> None:
+    """Aspect kept: a 2:1 frame is scaled to cover and centre-cropped, never stretched."""
+    wide = np.zeros((SIZE, 2 * SIZE, 3), np.uint8)
+    wide[:, SIZE // 2 : 3 * SIZE // 2] = 200  # the middle square is bright, the sides dark
+    with pytest.warns(UserWarning, match=f"first frame is {2 * SIZE}x{SIZE}; scaled and centre"):
+        result = image_to_video(vpipe, wide, "x", seed=0, steps=2)
+    square = first_frame_latent(vpipe, wide[:, SIZE // 2 : 3 * SIZE // 2])
+    assert torch.equal(result.latents[:, :, :1], square)
 
 
 def test_interpolation_keeps_its_endpoints(vpipe: Pipeline) -> None:

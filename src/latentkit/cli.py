@@ -142,6 +142,7 @@ def generate(
     from latentkit.outputs import read_png_recipe
     from latentkit.pipeline import Recipe
 
+    out = image_out(out)
     pipe = load_pipeline(model, device, prediction, offload)
     add_adapters(pipe, lora, token_file)
     if noise is not None:
@@ -199,14 +200,19 @@ def invert(
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
     device: DeviceOpt = None,
+    keep_size: Annotated[
+        bool, typer.Option(help="Work at the image's own size, not the model's native size.")
+    ] = False,
 ) -> None:
     """Find the noise that regenerates an image; `generate --noise FILE` then edits from it."""
     from latentkit.ops import invert as invert_image
     from latentkit.ops.invert import round_trip_psnr
     from latentkit.outputs import save_latents
 
+    out = file_out(out, "noise.safetensors", (".safetensors",))
     pipe = load_pipeline(model, device, prediction, offload)
-    z, recipe = invert_image(pipe, image, prompt, steps=steps, sampler=sampler, cfg=cfg)
+    z, recipe = invert_image(pipe, image, prompt, keep_size=keep_size, callback=step_bar(),
+                             steps=steps, sampler=sampler, cfg=cfg)  # fmt: skip
     meta = {**recipe.to_dict(), "source": str(image), "model": pipe.model_id}
     save_latents(z, out, meta)
     typer.echo(f"wrote {out} noise {tuple(z.shape)}")
@@ -224,11 +230,12 @@ def step_bar():
 
     def callback(progress: Any) -> None:
         if not bars:
-            bars.append(tqdm(total=progress.total, desc="sampling", leave=False,
+            bars.append(tqdm(total=progress.total, desc="sampling", leave=False, delay=1.0,
                              disable=not sys.stderr.isatty()))  # fmt: skip
         bars[0].update(1)
         if progress.step + 1 == progress.total:
             bars[0].close()
+            bars.clear()  # a second run with the same callback (a round trip) gets a new bar
 
     return callback
 
@@ -242,11 +249,35 @@ def recipe_options(
 
 
 def write_images(result: Any, out: Path) -> None:
-    from latentkit.outputs import numbered, save_png
+    from latentkit.outputs import numbered, save_image
 
     for i, image in enumerate(result.images):
-        path = save_png(image, numbered(out, i, len(result.images)), result.recipe_of(i))
+        path = save_image(image, numbered(out, i, len(result.images)), result.recipe_of(i))
         typer.echo(f"wrote {path} (seed {result.recipe.seed + i})")
+
+
+def image_out(out: Path) -> Path:
+    """An image destination, checked before the work: a folder gets latentkit.png inside it,
+    and the suffix names the format (.png, .jpg/.jpeg, .webp)."""
+    from latentkit.outputs import IMAGE_FORMATS, check_output
+
+    return check_output(out, "latentkit.png", tuple(IMAGE_FORMATS))
+
+
+def file_out(out: Path, default_name: str, suffixes: tuple[str, ...]) -> Path:
+    from latentkit.outputs import check_output
+
+    return check_output(out, default_name, suffixes)
+
+
+def animation_out(out: Path) -> Path:
+    """A GIF or MP4 file, or a folder for numbered PNG frames."""
+    from latentkit.files import check_writable
+
+    if out.suffix.lower() in (".gif", ".mp4"):
+        return file_out(out, "morph.gif", (".gif", ".mp4"))
+    check_writable(out / "frame-0000.png")
+    return out
 
 
 Negative = Annotated[str | None, typer.Option(help="Negative prompt.")]
@@ -267,13 +298,19 @@ def img2img_cmd(
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
     sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
     prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
+    keep_size: Annotated[
+        bool, typer.Option(help="Work at the image's own size, not the model's native size.")
+    ] = False,
 ) -> None:  # fmt: skip
     """Redraw an image following a prompt; strength sets how far it may move."""
     from latentkit.ops import img2img
 
+    out = image_out(out)
     pipe = load_pipeline(model, device, prediction, offload)
     opts = recipe_options(negative, seed, steps, cfg, sampler, n)
-    write_images(img2img(pipe, image, prompt, strength=strength, **opts), out)
+    result = img2img(pipe, image, prompt, strength=strength, keep_size=keep_size,
+                     callback=step_bar(), **opts)  # fmt: skip
+    write_images(result, out)
 
 
 @app.command("inpaint")
@@ -282,19 +319,28 @@ def inpaint_cmd(
     mask: Annotated[Path, typer.Argument(help="Mask image: white = regenerate (any size/mode).")],
     prompt: Annotated[str, typer.Argument(help="What to draw in the masked part.")],
     out: OutPng,
-    feather: Annotated[int | None, typer.Option(help="Feather in px (default: a cell).")] = None,
-    keep_unmasked: Annotated[bool, typer.Option(help="Unmasked pixels stay identical.")] = True,
+    feather: Annotated[
+        int | None, typer.Option(help="Soft edge outside the mask, px (default: one latent cell).")
+    ] = None,
+    keep_unmasked: Annotated[
+        bool, typer.Option(help="Pixels outside the mask and its feather stay byte-identical.")
+    ] = True,
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
     sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
     prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
+    keep_size: Annotated[
+        bool, typer.Option(help="Work at the image's own size, not the model's native size.")
+    ] = False,
 ) -> None:  # fmt: skip
-    """Regenerate the masked part of an image; the rest stays byte-identical."""
+    """Regenerate the masked part of an image; pixels outside the mask and its feather stay
+    byte-identical (--feather 0: everything outside the mask)."""
     from latentkit.ops import inpaint
 
+    out = image_out(out)
     pipe = load_pipeline(model, device, prediction, offload)
     opts = recipe_options(negative, seed, steps, cfg, sampler, n)
     result = inpaint(pipe, image, mask, prompt, feather_px=feather, keep_unmasked=keep_unmasked,
-                     **opts)  # fmt: skip
+                     keep_size=keep_size, callback=step_bar(), **opts)  # fmt: skip
     write_images(result, out)
 
 
@@ -310,14 +356,18 @@ def outpaint_cmd(
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
     sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
     prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
+    keep_size: Annotated[
+        bool, typer.Option(help="Work at the image's own size, not the model's native size.")
+    ] = False,
 ) -> None:  # fmt: skip
     """Extend the canvas in any direction and fill the new part."""
     from latentkit.ops import outpaint
 
+    out = image_out(out)
     pipe = load_pipeline(model, device, prediction, offload)
     opts = recipe_options(negative, seed, steps, cfg, sampler, n)
     write_images(outpaint(pipe, image, prompt, left=left, right=right, top=top, bottom=bottom,
-                          **opts), out)  # fmt: skip
+                          keep_size=keep_size, callback=step_bar(), **opts), out)  # fmt: skip
 
 
 @app.command("interpolate")
@@ -340,6 +390,7 @@ def interpolate_cmd(
     from latentkit.outputs import save_png, write_animation
 
     check_positive_int("fps", fps)
+    out = animation_out(out)
     pipe = load_pipeline(model, device, prediction, offload)
     opts = recipe_options(negative, seed, steps, cfg, sampler, 1)
     opts.pop("n")
@@ -378,6 +429,7 @@ def direction_find(
     """Find a direction from two prompt sets (text), two image folders or PCA (latent)."""
     from latentkit.ops import directions as d
 
+    out = file_out(out, "direction.safetensors", (".safetensors",))
     pipe = load_pipeline(model, device, prediction, offload)
     label = name or out.stem
     if positive or negative:
@@ -412,10 +464,10 @@ def save_strip(rows: list[Any], out: Path, recipe: dict[str, Any]) -> None:
     import numpy as np
     from PIL import Image
 
-    from latentkit.outputs import save_png
+    from latentkit.outputs import save_image
 
     strip = np.concatenate([np.asarray(r) for r in rows], axis=1)
-    save_png(Image.fromarray(strip), out, recipe)
+    save_image(Image.fromarray(strip), out, recipe)
     typer.echo(f"wrote {out} ({len(rows)} images)")
 
 
@@ -432,6 +484,7 @@ def direction_strip(
     """Generate one image per amount along a direction, side by side."""
     from latentkit.ops.directions import Direction, generate_along
 
+    out = image_out(out)
     pipe = load_pipeline(model, device, prediction, offload)
     result = generate_along(pipe, prompt, Direction.load(direction), parse_amounts(amounts),
                             seed=seed, steps=steps, cfg=cfg, sampler=sampler)  # fmt: skip
@@ -451,13 +504,17 @@ def edit(
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
     device: DeviceOpt = None,
+    keep_size: Annotated[
+        bool, typer.Option(help="Work at the image's own size, not the model's native size.")
+    ] = False,
 ) -> None:
     """Move an image along a direction (latent: directly; text: through inversion)."""
     from latentkit.ops.directions import Direction, edit_image
 
     values = parse_amounts(amounts) if amounts else [1.0 if amount is None else amount]
+    out = image_out(out)
     pipe = load_pipeline(model, device, prediction, offload)
-    rows = edit_image(pipe, image, Direction.load(direction), values, prompt, steps)
+    rows = edit_image(pipe, image, Direction.load(direction), values, prompt, steps, keep_size)
     recipe = {"op": "edit", "source": str(image), "direction": str(direction), "amounts": values,
               "model": pipe.model_id}  # fmt: skip
     save_strip(rows, out, recipe)
@@ -465,9 +522,9 @@ def edit(
 
 def save_pixels(pixels: Any, out: Path, recipe: dict[str, Any]) -> None:
     from latentkit.data.images import tensor_to_pil
-    from latentkit.outputs import save_png
+    from latentkit.outputs import save_image
 
-    save_png(tensor_to_pil(pixels)[0], out, recipe)
+    save_image(tensor_to_pil(pixels)[0], out, recipe)
     typer.echo(f"wrote {out}")
 
 
@@ -484,6 +541,7 @@ def blend(
     from latentkit.ops import blend as b
     from latentkit.ops.source import looks_like_image
 
+    out = image_out(out)
     pipe = load_pipeline(model, device, prediction, offload)
     if all(looks_like_image(i) for i in items):
         if len(items) != 2:
@@ -509,6 +567,7 @@ def arith(
     from latentkit.ops import blend as b
     from latentkit.ops.source import looks_like_image
 
+    out = image_out(out)
     pipe = load_pipeline(model, device, prediction, offload)
     terms = b.parse_expression(expression)
     if all(looks_like_image(t) for _, t in terms):
@@ -534,6 +593,7 @@ def mix(
     from latentkit.ops import blend as b
     from latentkit.ops.source import looks_like_image
 
+    out = image_out(out)
     pipe = load_pipeline(model, device, prediction, offload)
     if looks_like_image(content) and looks_like_image(style):
         try:
@@ -569,6 +629,7 @@ def map_cmd(
     from latentkit.outputs import save_png
     from latentkit.train.tasks import training_images
 
+    out = file_out(out, "map.png", (".png",))
     pipe = load_pipeline(model, device, prediction, offload)
     data = training_images(images, pipe.image_size)
     if limit is not None:
@@ -599,6 +660,7 @@ def neighbours(
     from latentkit.ops.source import prepare
     from latentkit.train.tasks import training_images
 
+    out = image_out(out) if out is not None else None
     pipe = load_pipeline(model, device, prediction, offload)
     data = training_images(images, pipe.image_size)
     img, _ = prepare(pipe, image)
@@ -627,6 +689,7 @@ def encode(
     from latentkit.data.images import image_to_tensor, load_image
     from latentkit.outputs import save_latents
 
+    out = file_out(out, "latents.safetensors", (".safetensors",))
     pipe = load_pipeline(model, device, prediction, offload)
     img = load_image(image, min_size=pipe.factor)
     pipe.codec.check_pixel_shape(img.height, img.width)
@@ -652,8 +715,9 @@ def decode(
 ) -> None:
     """Decode latents back to an image."""
     from latentkit.data.images import tensor_to_pil
-    from latentkit.outputs import load_latents, numbered, save_png
+    from latentkit.outputs import load_latents, numbered, save_image
 
+    out = image_out(out)
     pipe = load_pipeline(model, device, prediction, offload)
     z, recipe = load_latents(latents)
     if z.shape[1] != pipe.codec.latent_channels:
@@ -663,7 +727,7 @@ def decode(
         )
     images = tensor_to_pil(pipe.decode(z))
     for i, img in enumerate(images):
-        path = save_png(
+        path = save_image(
             img, numbered(out, i, len(images)), {**recipe, "decoded_with": pipe.model_id}
         )
         typer.echo(f"wrote {path}")
@@ -819,6 +883,7 @@ def eval_cmd(
         seeds=parse_seeds(seeds), sweep=sweep, sweep_captions=sweep_captions, limit=limit,
         batch=batch,
     ).validate()  # fmt: skip
+    out = file_out(out, "eval.json", (".json",))
     pipe = load_pipeline(model, device)
     report = evaluate(
         pipe, load_eval_network(evalnet), settings, log=lambda m: typer.echo(m, err=True)
@@ -956,19 +1021,32 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: our errors and typer's usage errors become one line and exit code 2."""
     warnings.formatwarning = _format_warning
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except LatentkitError as e:
         typer.echo(f"error: {e}", err=True)
         return 2
     except typer.Exit as e:
         return e.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo("interrupted", err=True)
-        return 130
+        code = 130
     except typer.TyperException as e:  # usage errors: unknown option, bad value, no arguments
         e.show()
         return 0 if type(e).__name__ == "NoArgsIsHelpError" else getattr(e, "exit_code", 2)
-    return 0
+    if code == 130:  # typer answers Ctrl+C by returning 130, not by raising
+        typer.echo(interrupted_message(), err=True)
+    return code if isinstance(code, int) else 0
+
+
+def interrupted_message() -> str:
+    """What a script needs after Ctrl+C: how much was written (files are only ever renamed into
+    place whole, so nothing half-written is left)."""
+    from latentkit.files import WRITTEN
+
+    if not WRITTEN:
+        return "interrupted: nothing was written"
+    names = ", ".join(p.name for p in WRITTEN[-3:])
+    more = f" (last: {names})" if len(WRITTEN) > 3 else f" ({names})"
+    return f"interrupted: {len(WRITTEN)} file(s) written{more}, none left half-written"
 
 
 # Commands that only read inputs and write finished files: nothing is left for exit handlers.

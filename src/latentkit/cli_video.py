@@ -83,7 +83,7 @@ def video_cmd(
     from latentkit.ops import image_to_video
     from latentkit.outputs import save_clip, save_latents
 
-    _check_clip_suffix(out)
+    out = _check_clip_suffix(out)
     first = None
     if image is not None:
         from latentkit.data.images import load_image
@@ -122,7 +122,7 @@ def video_interpolate_cmd(
     from latentkit.ops import interpolate_latents
     from latentkit.outputs import save_clip
 
-    _check_clip_suffix(out)
+    out = _check_clip_suffix(out)
     pipe = _pipeline(model, device)
     files = {spec: _video_latent_file(spec) for spec in (a, b) if not spec.startswith("seed:")}
     if frames is None and files:  # a seed endpoint takes the length of the file endpoint
@@ -164,9 +164,10 @@ def _video_latents(pipe, spec: str, recipe):
     return pipe.denoise(r, noise, draw)
 
 
-def _check_clip_suffix(out: Path) -> None:
-    if out.suffix.lower() not in (".mp4", ".gif"):
-        raise InvalidArgument(f"--out must end in .mp4 or .gif, got {out.name}")
+def _check_clip_suffix(out: Path) -> Path:
+    from latentkit.outputs import check_output
+
+    return check_output(out, "clip.mp4", (".mp4", ".gif"))
 
 
 def _train_config(**kwargs):

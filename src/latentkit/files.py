@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from latentkit.errors import InvalidArgument
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -23,6 +25,7 @@ def _current_umask() -> int:
 
 
 FILE_MODE = 0o666 & ~_current_umask()  # what open() would give; mkstemp alone gives 0600
+WRITTEN: list[Path] = []  # every file this process finished writing, in order (for Ctrl+C)
 
 
 def atomic_write(path: Path, write: Callable[[str], None], suffix: str = ".tmp") -> Path:
@@ -38,7 +41,23 @@ def atomic_write(path: Path, write: Callable[[str], None], suffix: str = ".tmp")
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    WRITTEN.append(path)
     return path
+
+
+def check_writable(path: Path) -> None:
+    """Refuse, before any work, a destination that cannot be written: a missing or read-only
+    folder, or one that refuses writes. A probe file is created and removed in its folder."""
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise InvalidArgument(f"cannot write {path}: {e.strerror or e}") from None
+    if path.is_dir():
+        raise InvalidArgument(f"cannot write {path}: it is a folder")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:

@@ -7,6 +7,7 @@ plus a `.json` sidecar for clips. Files are written to a temp name and renamed.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from pathlib import Path
@@ -23,6 +24,10 @@ from latentkit.files import atomic_save_tensors, atomic_write, atomic_write_byte
 
 RECIPE_KEY = "latentkit"
 READABLE_KEYS = ("prompt", "negative_prompt", "seed", "steps", "cfg", "sampler", "model")
+
+
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+EXIF_DESCRIPTION = 0x010E  # ImageDescription: where JPEG and WebP files carry the recipe
 
 
 def save_png(image: Image.Image, path: str | Path, recipe: dict[str, Any] | None = None) -> Path:
@@ -43,15 +48,61 @@ def save_png(image: Image.Image, path: str | Path, recipe: dict[str, Any] | None
     return path
 
 
+def save_image(image: Image.Image, path: str | Path, recipe: dict[str, Any] | None = None) -> Path:
+    """In the format the suffix names: PNG (recipe in text chunks), JPEG or WebP (recipe as JSON
+    in the EXIF ImageDescription, quality 95)."""
+    path = Path(path)
+    kind = IMAGE_FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise InvalidArgument(image_suffix_message(path))
+    if kind == "PNG":
+        return save_png(image, path, recipe)
+    exif = Image.Exif()
+    if recipe:
+        exif[EXIF_DESCRIPTION] = json.dumps({RECIPE_KEY: recipe}, sort_keys=True)
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format=kind, quality=95, exif=exif.tobytes())
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def image_suffix_message(path: Path) -> str:
+    return (f"--out {path.name}: images are written as .png, .jpg/.jpeg or .webp; "
+            f"{path.suffix or 'no suffix'} is not one of them")  # fmt: skip
+
+
+def check_output(out: Path, default_name: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """Where an output will go, checked before any work: a folder gets `default_name` inside
+    it, the suffix must be one of `suffixes` (if given), and the folder must take writes."""
+    from latentkit.files import check_writable
+
+    out = Path(out)
+    if out.is_dir():
+        out = out / default_name
+    if suffixes and out.suffix.lower() not in suffixes:
+        if suffixes == tuple(IMAGE_FORMATS):
+            raise InvalidArgument(image_suffix_message(out))
+        raise InvalidArgument(
+            f"--out {out.name} must end in {' or '.join(suffixes)}, got {out.suffix or 'none'}"
+        )
+    check_writable(out)
+    return out
+
+
 def read_png_recipe(path: str | Path) -> dict[str, Any]:
+    """The latentkit recipe a PNG (text chunks) or JPEG/WebP (EXIF) we wrote carries."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path} does not exist")
     try:
         with Image.open(path) as img:
             text = dict(getattr(img, "text", {}) or {})
+            described = img.getexif().get(EXIF_DESCRIPTION)
     except (OSError, SyntaxError) as e:
         raise ImageError(f"{path} is not a readable image ({e})") from None
+    if RECIPE_KEY not in text and described:
+        with contextlib.suppress(json.JSONDecodeError, AttributeError, TypeError):
+            text = {RECIPE_KEY: json.dumps(json.loads(described)[RECIPE_KEY])}
     if RECIPE_KEY not in text:
         raise InvalidArgument(f"{path} carries no latentkit recipe (was it made by latentkit?)")
     try:

@@ -41,6 +41,7 @@ from latentkit.models.text import check_prompt
 
 MAX_BATCH = 4096
 MAX_FRAMES = 257
+MAX_SIDE_FACTOR = 16  # a side may be up to 16x the native side (512 px for a 32 px model)
 VIDEO_FIELDS = ("frames", "fps")
 
 
@@ -345,9 +346,43 @@ class Pipeline:
         elif kwargs.get("frames") is not None:
             raise InvalidArgument("frames is for video models; this model makes images")
         recipe = Recipe(prompt=prompt, **kwargs).validate()
+        self.check_size(recipe.height, recipe.width)
         if recipe.frames is not None:
             recipe = replace(recipe, frames=self.frames_for(recipe.frames))
         return recipe
+
+    @property
+    def max_side(self) -> int:
+        """The largest side a request may ask for: beyond it one image takes memory and time
+        far past what this model is for."""
+        return MAX_SIDE_FACTOR * max(self.native_size)
+
+    def check_size(self, height: int, width: int) -> None:
+        """Refuse sizes over `max_side` up front, with what they would cost; warn about slow
+        ones (over 16x the native pixel count), which decode in tiles."""
+        nh, nw = self.native_size
+        if max(height, width) > self.max_side:
+            need = self.decode_memory(height, width)
+            raise InvalidArgument(
+                f"size {width}x{height} is over this model's limit of {self.max_side}x"
+                f"{self.max_side} ({MAX_SIDE_FACTOR}x its native {nw}x{nh}): decoding it at once "
+                f"would take about {need / 1e9:,.0f} GB of memory. Up to the limit, large images "
+                "decode in tiles, so memory stays bounded; time grows with the pixel count"
+            )
+        ratio = height * width / (nh * nw)
+        if ratio > 16:
+            warnings.warn(
+                f"{width}x{height} has {ratio:.0f}x the pixels of the model's native {nw}x{nh}: "
+                f"expect at least {ratio:.0f}x the time of a native image; it decodes in tiles",
+                stacklevel=3,
+            )
+
+    def decode_memory(self, height: int, width: int) -> int:
+        """Bytes of the decoder's full-resolution activations (three of its widest first-level
+        maps in fp32): what decoding without tiles needs at the least."""
+        vae = getattr(self.codec, "vae", None)
+        channels = vae.config.block_out_channels[0] if vae is not None else 64
+        return 3 * channels * height * width * 4
 
     def frames_for(self, frames: int) -> int:
         """Round a frame count up to one the causal codec takes, saying so when it changes."""

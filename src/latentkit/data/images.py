@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 MAX_PIXELS = 64 * 1024 * 1024
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
 CAPTIONS_FILE = "captions.jsonl"
 
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
@@ -78,12 +78,12 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS, min_size: int 
     check_positive_int("min_size", min_size)
     path = Path(path)
     try:
-        return _read_rgb(path, max_pixels, min_size)
+        return _read_rgb(path, max_pixels, min_size, warn_frames=True)
     except _Unusable as exc:
         raise ImageError(f"image {path} {exc.problem}") from exc.__cause__
 
 
-def _read_rgb(path: Path, max_pixels: int, min_size: int) -> Image.Image:
+def _read_rgb(path: Path, max_pixels: int, min_size: int, warn_frames: bool = False) -> Image.Image:
     """Translate every way Pillow can fail into an _Unusable with a reason a user can act on."""
     _check_is_nonempty_file(path)
     with warnings.catch_warnings():
@@ -93,7 +93,8 @@ def _read_rgb(path: Path, max_pixels: int, min_size: int) -> Image.Image:
             with Image.open(path) as img:
                 _check_dimensions(img.size, max_pixels, min_size)
                 img.load()
-                return to_rgb(ImageOps.exif_transpose(img))
+                frames = getattr(img, "n_frames", 1)
+                rgb = to_rgb(ImageOps.exif_transpose(img))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             problem = f"is too large to decode safely: {_one_line(exc)}"
             raise _Unusable(problem, "too large") from exc
@@ -105,6 +106,11 @@ def _read_rgb(path: Path, max_pixels: int, min_size: int) -> Image.Image:
         except _DECODE_ERRORS as exc:
             problem = f"is truncated or corrupt: {_one_line(exc)}"
             raise _Unusable(problem, "truncated or corrupt") from exc
+    if warn_frames and frames > 1:
+        warnings.warn(
+            f"{path.name} is an animation of {frames} frames; using its first frame", stacklevel=4
+        )
+    return rgb
 
 
 def _check_is_nonempty_file(path: Path) -> None:

@@ -154,7 +154,7 @@ def generate_along(
 
 def edit_image(
     pipe: Pipeline, image: Any, direction: Direction, amounts: list[float], prompt: str = "",
-    steps: int | None = None,
+    steps: int | None = None, keep_size: bool = False,
 ) -> list[np.ndarray]:  # fmt: skip
     """Move a real image along a direction: latent ones directly, text ones via inversion."""
     from latentkit.data.images import tensor_to_uint8
@@ -163,13 +163,13 @@ def edit_image(
 
     check_direction(pipe, direction)
     amounts = [check_finite("amount", a) for a in amounts]
-    img, pixels = prepare(pipe, image)
+    img, pixels = prepare(pipe, image, keep_size)
     if direction.kind == "latent":
         z = pipe.encode(pixels)
         vec = fit_latent_direction(direction.vector, z.shape)
         z = z + torch.tensor(amounts).view(-1, 1, 1, 1) * vec
         return list(tensor_to_uint8(pipe.decode(z)))
-    noise, recipe = invert(pipe, img, prompt, steps=steps, sampler="euler")
+    noise, recipe = invert(pipe, img, prompt, keep_size=True, steps=steps, sampler="euler")
     batch = Recipe(**{**recipe.to_dict(), "n": len(amounts)})
     base = pipe.encode_prompt([prompt])
     cond = PromptEmbeds.cat([shift_tokens(base, direction, a) for a in amounts])

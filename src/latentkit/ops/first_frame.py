@@ -7,6 +7,7 @@ training) at every step, and its velocity is zeroed, so every sampler leaves it 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -35,7 +36,9 @@ def pin_first_frames(model: Velocity, first: Tensor) -> Velocity:
 
 
 def first_frame_latent(pipe: Pipeline, image: Image.Image | np.ndarray) -> Tensor:
-    """The latent of one first frame [1, C, 1, h, w]; the frame must be the model's size."""
+    """The latent of one first frame [1, C, 1, h, w]. A frame of another size is scaled and
+    centre-cropped to the model's frame size (aspect kept, nothing stretched), with a warning."""
+    from latentkit.data.images import resize_center_crop
     from latentkit.data.video import clips_to_tensor
 
     pixels = np.array(image.convert("RGB") if isinstance(image, Image.Image) else image)
@@ -44,11 +47,14 @@ def first_frame_latent(pipe: Pipeline, image: Image.Image | np.ndarray) -> Tenso
             f"first frame must be uint8 [H, W, 3], got {pixels.dtype} {list(pixels.shape)}"
         )
     h, w = pixels.shape[:2]
-    if (h, w) != pipe.native_size:
-        raise InvalidArgument(
-            f"first frame is {w}x{h} but this video model makes {pipe.native_size[1]}x"
-            f"{pipe.native_size[0]} clips; resize the image to that size"
+    nh, nw = pipe.native_size
+    if (h, w) != (nh, nw):
+        warnings.warn(
+            f"first frame is {w}x{h}; scaled and centre-cropped to {nw}x{nh}, the video "
+            "model's frame size",
+            stacklevel=3,
         )
+        pixels = np.asarray(resize_center_crop(Image.fromarray(pixels), (nw, nh)))
     return pipe.encode(clips_to_tensor(pixels[None]))
 
 

@@ -20,12 +20,14 @@ def img2img(
     prompt: str,
     *,
     strength: float = 0.6,
+    keep_size: bool = False,
     callback: Callable[[Progress], None] | None = None,
     **recipe_args: object,
 ) -> Generation:
-    """`recipe_args` are generate's: negative_prompt, seed, steps, cfg, sampler, n."""
+    """`recipe_args` are generate's: negative_prompt, seed, steps, cfg, sampler, n. Images
+    larger than the model's native size are shrunk to it unless `keep_size`."""
     strength = check_finite("strength", strength, low=0.0, high=1.0)
-    img, pixels = prepare(pipe, image)
+    img, pixels = prepare(pipe, image, keep_size)
     recipe = pipe.recipe(prompt, height=img.height, width=img.width, **recipe_args)
     x0 = pipe.encode(pixels).repeat(recipe.n, 1, 1, 1).to(pipe.device)
     noise0, noise = pipe.initial_noise(recipe)

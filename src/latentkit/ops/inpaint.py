@@ -21,7 +21,14 @@ from torch import Tensor
 from latentkit.diffusion.flow import interpolate
 from latentkit.errors import InvalidArgument
 from latentkit.models.components import Velocity
-from latentkit.ops.source import ImageInput, check_cell_multiple, describe, prepare, read_image
+from latentkit.ops.source import (
+    ImageInput,
+    check_cell_multiple,
+    describe,
+    min_side,
+    prepare,
+    read_image,
+)
 from latentkit.pipeline import Generation, Pipeline, Progress
 
 MaskInput = ImageInput | tuple[int, int, int, int]
@@ -97,12 +104,17 @@ def inpaint(
     *,
     feather_px: int | None = None,
     keep_unmasked: bool = True,
+    keep_size: bool = False,
     callback: Callable[[Progress], None] | None = None,
     **recipe_args: object,
 ) -> Generation:
-    """Regenerate the white part of `mask` following `prompt`; the rest stays as it was."""
-    img, pixels = prepare(pipe, image)
-    m = load_mask(mask, img.size)
+    """Regenerate the white part of `mask` following `prompt`. Pixels outside the mask and its
+    feather (default: one latent cell) stay byte-identical to the image the model works on."""
+    source = read_image(image, min_size=min_side(pipe))
+    m = load_mask(mask, source.size)
+    img, pixels = prepare(pipe, source, keep_size)
+    if img.size != source.size:  # shrunk to the native size: the mask follows the image
+        m = F.interpolate(m, size=(img.height, img.width), mode="bilinear", antialias=True)
     recipe = pipe.recipe(prompt, height=img.height, width=img.width, **recipe_args)
     x0 = pipe.encode(pixels).repeat(recipe.n, 1, 1, 1).to(pipe.device)
     regenerate = latent_mask(m, pipe.factor).to(pipe.device)
@@ -125,6 +137,7 @@ def outpaint(
     right: int = 0,
     top: int = 0,
     bottom: int = 0,
+    keep_size: bool = False,
     **kwargs: object,
 ) -> Generation:
     """Extend the canvas by multiples of the latent cell and inpaint the new border."""
@@ -134,12 +147,12 @@ def outpaint(
         check_cell_multiple(name, value, cell)
     if not any(sides.values()):
         raise InvalidArgument("outpaint needs at least one of left/right/top/bottom > 0")
-    img, _ = prepare(pipe, image)
+    img, _ = prepare(pipe, image, keep_size)
     arr = np.pad(np.asarray(img), ((top, bottom), (left, right), (0, 0)), mode="edge")
     canvas = Image.fromarray(arr)
     m = torch.ones(1, 1, canvas.height, canvas.width)
     m[..., top : top + img.height, left : left + img.width] = 0.0
     mask = Image.fromarray((m[0, 0].numpy() * 255).astype(np.uint8))
-    result = inpaint(pipe, canvas, mask, prompt, **kwargs)
+    result = inpaint(pipe, canvas, mask, prompt, **{**kwargs, "keep_size": True})
     result.extra.update(op="outpaint", source=describe(image), **sides)
     return result

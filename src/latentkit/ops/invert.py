@@ -8,12 +8,14 @@ error of that round trip is what `inversion_error` measures.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from latentkit.diffusion.samplers import StepInfo
 from latentkit.errors import InvalidArgument
 from latentkit.models.components import Velocity
 from latentkit.ops.source import ImageInput, prepare
@@ -27,20 +29,31 @@ def velocity(model: Velocity, x: Tensor, t: float) -> Tensor:
 
 
 @torch.no_grad()
-def integrate_forward(model: Velocity, x: Tensor, ts: Tensor, sampler: str) -> Tensor:
-    """Run the sampler's step rule from t=ts[0] (small) up to ts[-1] (1)."""
+def integrate_forward(
+    model: Velocity,
+    x: Tensor,
+    ts: Tensor,
+    sampler: str,
+    callback: Callable[[Any], None] | None = None,
+) -> Tensor:
+    """Run the sampler's step rule from t=ts[0] (small) up to ts[-1] (1); `callback` hears of
+    each step as a sampler's would (step, total)."""
     times = [float(t) for t in ts]
-    for t, t_next in pairwise(times):
+    for i, (t, t_next) in enumerate(pairwise(times)):
         v = velocity(model, x, t)
         x_euler = x + (t_next - t) * v
         if sampler == "heun" and t != 0.0:
             x = x + (t_next - t) * (v + velocity(model, x_euler, t_next)) / 2
         else:
             x = x_euler  # Heun's first step from t=0 is Euler, mirroring its last step into 0
+        if callback is not None:
+            callback(StepInfo(i, len(times) - 1, t_next, x, x))
     return x
 
 
-def invert_latents(pipe: Pipeline, latents: Tensor, recipe: Recipe) -> Tensor:
+def invert_latents(
+    pipe: Pipeline, latents: Tensor, recipe: Recipe, callback: Callable[[Any], None] | None = None
+) -> Tensor:
     """Unit-variance noise: the state where the model's schedule starts, divided by its scale
     there (1 for flow models, which start at t = 1), so it regenerates through `denoise`."""
     if recipe.sampler not in INVERTIBLE:
@@ -50,21 +63,27 @@ def invert_latents(pipe: Pipeline, latents: Tensor, recipe: Recipe) -> Tensor:
         )
     model = pipe.guided(recipe.prompt, recipe.negative_prompt, recipe.cfg, latents.shape[0])
     ts = pipe.times(recipe).flip(0)
-    x = integrate_forward(model, latents.to(pipe.device, torch.float32), ts, recipe.sampler)
+    x = integrate_forward(model, latents.to(pipe.device, torch.float32), ts, recipe.sampler,
+                          callback)  # fmt: skip
     return (x / pipe.start_scale(ts[-1])).float().cpu()
 
 
 def invert(
-    pipe: Pipeline, image: ImageInput, prompt: str = "", **recipe_args: object
+    pipe: Pipeline,
+    image: ImageInput,
+    prompt: str = "",
+    keep_size: bool = False,
+    callback: Callable[[Any], None] | None = None,
+    **recipe_args: object,
 ) -> tuple[Tensor, Recipe]:
     """The noise for `image`, and the recipe (prompt, steps, cfg, sampler) to regenerate it.
 
     cfg defaults to 1 (no guidance): guidance bends the ODE and makes inversion drift.
     """
     recipe_args.setdefault("cfg", 1.0)
-    img, pixels = prepare(pipe, image)
+    img, pixels = prepare(pipe, image, keep_size)
     recipe = pipe.recipe(prompt, height=img.height, width=img.width, seed=0, **recipe_args)
-    return invert_latents(pipe, pipe.encode(pixels), recipe), recipe
+    return invert_latents(pipe, pipe.encode(pixels), recipe, callback), recipe
 
 
 def generate_from_noise(pipe: Pipeline, noise: Tensor, recipe: Recipe) -> Generation:

@@ -10,27 +10,35 @@ import torch
 from PIL import Image
 
 from latentkit.data.images import IMAGE_EXTENSIONS, image_to_tensor, load_image, to_rgb
-from latentkit.errors import InvalidArgument
+from latentkit.errors import ImageError, InvalidArgument
 from latentkit.pipeline import Pipeline
 
 ImageInput = str | Path | Image.Image | np.ndarray
 
 
 def read_image(image: ImageInput, min_size: int) -> Image.Image:
-    """A path, a PIL image, or a uint8 array of shape [H, W, 3] (or [H, W])."""
+    """A path, a PIL image, or a uint8 array of shape [H, W, 3] (or [H, W]); sides below
+    `min_size` are refused, whatever the kind of input."""
     if isinstance(image, Image.Image):
-        return to_rgb(image)
-    if isinstance(image, np.ndarray):
+        img = to_rgb(image)
+    elif isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3):
             raise InvalidArgument(
                 f"an image array must be uint8 [H, W, 3], got {image.dtype} {image.shape}"
             )
-        return to_rgb(Image.fromarray(image))
-    if not isinstance(image, str | Path):
+        img = to_rgb(Image.fromarray(image))
+    elif isinstance(image, str | Path):
+        return load_image(image, min_size=min_size)
+    else:
         raise InvalidArgument(
             f"expected an image path, PIL image or array, got {type(image).__name__}"
         )
-    return load_image(image, min_size=min_size)
+    if min(img.size) < min_size:
+        raise ImageError(
+            f"image {describe(image)} is {img.width}x{img.height} pixels, smaller than the "
+            f"minimum side of {min_size} pixels"
+        )
+    return img
 
 
 def fit_to_cell(image: Image.Image, pipe: Pipeline, what: str = "image") -> Image.Image:
@@ -48,9 +56,37 @@ def fit_to_cell(image: Image.Image, pipe: Pipeline, what: str = "image") -> Imag
     return image
 
 
-def prepare(pipe: Pipeline, image: ImageInput) -> tuple[Image.Image, torch.Tensor]:
-    """The image as the model will see it, and as [1, 3, H, W] pixels in [-1, 1]."""
-    img = fit_to_cell(read_image(image, min_size=1), pipe)
+def fit_to_native(image: Image.Image, pipe: Pipeline, what: str = "image") -> Image.Image:
+    """Shrink an image larger than the model's native size to fit it, aspect kept, saying so:
+    a model works best at the size it was made for, and cost grows with the pixel count."""
+    height, width = pipe.native_size
+    scale = min(width / image.width, height / image.height)
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    warnings.warn(
+        f"{what} is {image.width}x{image.height}, larger than the model's native "
+        f"{width}x{height}: working at about {size[0]}x{size[1]} (aspect kept); pass "
+        "--keep-size (Python: keep_size=True) to work at full size, which is slower",
+        stacklevel=3,
+    )
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def min_side(pipe: Pipeline) -> int:
+    """The one rule for every command: an image needs at least one codec cell per side."""
+    return pipe.factor
+
+
+def prepare(
+    pipe: Pipeline, image: ImageInput, keep_size: bool = False
+) -> tuple[Image.Image, torch.Tensor]:
+    """The image as the model will see it (native size unless `keep_size`, sides a multiple of
+    the latent cell), and as [1, 3, H, W] pixels in [-1, 1]."""
+    img = read_image(image, min_size=min_side(pipe))
+    if not keep_size:
+        img = fit_to_native(img, pipe)
+    img = fit_to_cell(img, pipe)
     return img, image_to_tensor(img)
 
 

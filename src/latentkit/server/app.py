@@ -147,9 +147,9 @@ class Studio:
 
     @property
     def max_side(self) -> int:
-        """Largest image side an operation accepts: 16x the model's size keeps one request from
-        taking the device for minutes (512 px for the shipped 32 px model)."""
-        return 16 * self.pipe.image_size
+        """Largest image side an operation accepts: the pipeline's own limit (16x the model's
+        size: 512 px for the shipped 32 px model), the same rule as the CLI's."""
+        return self.pipe.max_side
 
     def check_side(self, field: str, value: int | None) -> None:
         if value is not None and value > self.max_side:

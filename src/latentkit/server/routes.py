@@ -468,12 +468,8 @@ def add_routes(app: FastAPI, st: Studio) -> None:
             raise ApiError(400, f"unknown model {body.model!r}; this server's video model is "
                            f"{vpipe.model_id!r}", "model")  # fmt: skip
         first = None
-        if body.image is not None:
-            path, (width, height) = st.image(body.image)
-            if (height, width) != vpipe.native_size:
-                raise ApiError(400, f"image is {width}x{height} but the video model makes "
-                               f"{vpipe.image_size}x{vpipe.image_size} clips: use a first frame "
-                               "of that size", "image")  # fmt: skip
+        if body.image is not None:  # another size is scaled and centre-cropped, as in the CLI
+            path, _ = st.image(body.image)
             first = load_image(path)
         args = {
             "negative_prompt": body.negative_prompt,
