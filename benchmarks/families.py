@@ -223,6 +223,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None, help="default: 256 (SD 1.5), 512 (SDXL)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "families.json"))
     ap.add_argument("--build", help="only build this family's folder (used internally)")
+    ap.add_argument("--memory-only", action="store_true", help="measure memory, skip speed")
     args = ap.parse_args()
     if args.build:
         build_folder(args.build)
@@ -243,8 +244,9 @@ def main() -> None:
                   **measure_memory(folder, size, args.threads)}  # fmt: skip
         report["memory"][family] = memory
         print(f"{family}: {json.dumps(memory)}", flush=True)
-        rows = compare_speed(folder, family, args, size)
-        report["rows"] = [r for r in report["rows"] if r["family"] != family] + rows
+        if not args.memory_only:
+            rows = compare_speed(folder, family, args, size)
+            report["rows"] = [r for r in report["rows"] if r["family"] != family] + rows
         out.write_text(json.dumps(report, indent=2))
     print("| family | size | batch | latentkit img/s | diffusers img/s | speedup | max px diff |")
     print("|---|---|---|---|---|---|---|")
