@@ -82,16 +82,22 @@ def make_image_folder(root: Path) -> Path:
 
 
 FAMILY_FOLDERS = ("sd1", "sd2v", "sdxl")
+FLOW_FOLDERS = ("sd3", "flux-dev")
 
 
-@pytest.fixture(scope="module", params=("latentkit", *FAMILY_FOLDERS))
+@pytest.fixture(scope="module", params=("latentkit", *FAMILY_FOLDERS, *FLOW_FOLDERS))
 def any_pipe(request, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Our tiny model and tiny Stable Diffusion 1.x, 2.x (v) and SDXL folders: the operations'
-    promises must hold on every family latentkit loads."""
+    """Our tiny model and tiny SD 1.x, 2.x (v), SDXL, SD3 and FLUX.1-dev folders: the
+    operations' promises must hold on every family latentkit loads."""
     from family_fixtures import cached_family_folder
+    from flow_fixtures import cached_flow_folder
 
     from latentkit.pipeline import Pipeline
 
     if request.param == "latentkit":
         return Pipeline.load(tiny_model_dir, device="cpu")
+    if request.param in FLOW_FOLDERS:
+        pipe = Pipeline.load(cached_flow_folder(tmp_path_factory, request.param), device="cpu")
+        pipe.codec.native_size = (64, 64)  # FLUX's native 1024 px is too slow for a test
+        return pipe
     return Pipeline.load(cached_family_folder(tmp_path_factory, request.param), device="cpu")

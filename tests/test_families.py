@@ -304,5 +304,5 @@ def test_tokenizer_json_alone_is_enough(tmp_path_factory, tmp_path: Path) -> Non
     torch.testing.assert_close(a, Pipeline.load(src, device="cpu").encode_prompt([PROMPT]).tokens)
     for f in (modern / "tokenizer").iterdir():
         f.unlink()
-    with pytest.raises(ModelFileError, match="tokenizer needs the CLIP tokenizer"):
+    with pytest.raises(ModelFileError, match="tokenizer needs the CLIPTokenizer files"):
         Pipeline.load(modern, device="cpu")

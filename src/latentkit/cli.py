@@ -33,6 +33,14 @@ ModelOpt = Annotated[
     typer.Option("--model", help="Model folder (default: the shipped model, or $LATENTKIT_MODEL)."),
 ]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if available).")]
+GuidanceOpt = Annotated[
+    float | None,
+    typer.Option(help="FLUX.1-dev: its distilled guidance (default 3.5); cfg stays 1."),
+]
+TrueCfgOpt = Annotated[
+    bool,
+    typer.Option(help="Guidance-distilled models: also run classifier-free guidance at --cfg."),
+]
 OffloadOpt = Annotated[
     bool,
     typer.Option(help="Keep weights in CPU memory, each part on the GPU only while it runs."),
@@ -137,6 +145,8 @@ def generate(
     lora: LoraOpt = None,
     token_file: TokenFileOpt = None,
     device: DeviceOpt = None,
+    guidance: GuidanceOpt = None,
+    true_cfg: TrueCfgOpt = False,
 ) -> None:
     """Generate images from a text prompt."""
     from latentkit.outputs import read_png_recipe
@@ -169,8 +179,9 @@ def generate(
     else:
         width, height = parse_size(size)
         result = pipe.generate(
-            prompt, negative, seed, steps, cfg, sampler, n, height, width, callback=step_bar()
-        )
+            prompt, negative, seed, steps, cfg, sampler, n, height, width, callback=step_bar(),
+            guidance=guidance, true_cfg=True if true_cfg else None,
+        )  # fmt: skip
     write_images(result, out)
 
 
@@ -242,10 +253,11 @@ def step_bar():
 
 def recipe_options(
     negative: str | None, seed: int | None, steps: int | None, cfg: float | None,
-    sampler: str | None, n: int,
+    sampler: str | None, n: int, guidance: float | None = None, true_cfg: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     return {"negative_prompt": negative or "", "seed": seed, "steps": steps, "cfg": cfg,
-            "sampler": sampler, "n": n}  # fmt: skip
+            "sampler": sampler, "n": n, "guidance": guidance,
+            "true_cfg": True if true_cfg else None}  # fmt: skip
 
 
 def write_images(result: Any, out: Path) -> None:
@@ -301,13 +313,15 @@ def img2img_cmd(
     keep_size: Annotated[
         bool, typer.Option(help="Work at the image's own size, not the model's native size.")
     ] = False,
+    guidance: GuidanceOpt = None,
+    true_cfg: TrueCfgOpt = False,
 ) -> None:  # fmt: skip
     """Redraw an image following a prompt; strength sets how far it may move."""
     from latentkit.ops import img2img
 
     out = image_out(out)
     pipe = load_pipeline(model, device, prediction, offload)
-    opts = recipe_options(negative, seed, steps, cfg, sampler, n)
+    opts = recipe_options(negative, seed, steps, cfg, sampler, n, guidance, true_cfg)
     result = img2img(pipe, image, prompt, strength=strength, keep_size=keep_size,
                      callback=step_bar(), **opts)  # fmt: skip
     write_images(result, out)
@@ -331,6 +345,8 @@ def inpaint_cmd(
     keep_size: Annotated[
         bool, typer.Option(help="Work at the image's own size, not the model's native size.")
     ] = False,
+    guidance: GuidanceOpt = None,
+    true_cfg: TrueCfgOpt = False,
 ) -> None:  # fmt: skip
     """Regenerate the masked part of an image; pixels outside the mask and its feather stay
     byte-identical (--feather 0: everything outside the mask)."""
@@ -338,7 +354,7 @@ def inpaint_cmd(
 
     out = image_out(out)
     pipe = load_pipeline(model, device, prediction, offload)
-    opts = recipe_options(negative, seed, steps, cfg, sampler, n)
+    opts = recipe_options(negative, seed, steps, cfg, sampler, n, guidance, true_cfg)
     result = inpaint(pipe, image, mask, prompt, feather_px=feather, keep_unmasked=keep_unmasked,
                      keep_size=keep_size, callback=step_bar(), **opts)  # fmt: skip
     write_images(result, out)
@@ -359,13 +375,15 @@ def outpaint_cmd(
     keep_size: Annotated[
         bool, typer.Option(help="Work at the image's own size, not the model's native size.")
     ] = False,
+    guidance: GuidanceOpt = None,
+    true_cfg: TrueCfgOpt = False,
 ) -> None:  # fmt: skip
     """Extend the canvas in any direction and fill the new part."""
     from latentkit.ops import outpaint
 
     out = image_out(out)
     pipe = load_pipeline(model, device, prediction, offload)
-    opts = recipe_options(negative, seed, steps, cfg, sampler, n)
+    opts = recipe_options(negative, seed, steps, cfg, sampler, n, guidance, true_cfg)
     write_images(outpaint(pipe, image, prompt, left=left, right=right, top=top, bottom=bottom,
                           keep_size=keep_size, callback=step_bar(), **opts), out)  # fmt: skip
 
@@ -383,6 +401,8 @@ def interpolate_cmd(
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
     sampler: SamplerOpt = None, model: ModelOpt = None,
     prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
+    guidance: GuidanceOpt = None,
+    true_cfg: TrueCfgOpt = False,
 ) -> None:  # fmt: skip
     """Morph between seeds, prompts or images; writes a GIF, an MP4 or numbered PNG frames."""
     from latentkit.errors import check_positive_int
@@ -392,7 +412,7 @@ def interpolate_cmd(
     check_positive_int("fps", fps)
     out = animation_out(out)
     pipe = load_pipeline(model, device, prediction, offload)
-    opts = recipe_options(negative, seed, steps, cfg, sampler, 1)
+    opts = recipe_options(negative, seed, steps, cfg, sampler, 1, guidance, true_cfg)
     opts.pop("n")
     result = interpolate(pipe, keyframes, frames, prompt=prompt, even=even, **opts)
     if out.suffix.lower() in (".gif", ".mp4"):

@@ -42,7 +42,7 @@ from latentkit.models.text import check_prompt
 MAX_BATCH = 4096
 MAX_FRAMES = 257
 MAX_SIDE_FACTOR = 16  # a side may be up to 16x the native side (512 px for a 32 px model)
-VIDEO_FIELDS = ("frames", "fps")
+OPTIONAL_FIELDS = ("frames", "fps", "guidance", "true_cfg")  # left out of outputs when unset
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ class Recipe:
     shift: float = 1.0
     frames: int | None = None
     fps: int | None = None
+    guidance: float | None = None  # a guidance-distilled network's own input (FLUX.1-dev)
+    true_cfg: bool | None = None  # classifier-free guidance on a guidance-distilled network
 
     def validate(self) -> Recipe:
         check_prompt(self.prompt)
@@ -82,6 +84,8 @@ class Recipe:
                 raise InvalidArgument(f"frames must be at most {MAX_FRAMES}, got {self.frames}")
         if self.fps is not None:
             check_positive_int("fps", self.fps)
+        if self.guidance is not None:
+            check_finite("guidance", self.guidance, low=0.0)
         return self
 
     @property
@@ -94,7 +98,7 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         fields = asdict(self)
-        return {k: v for k, v in fields.items() if not (k in VIDEO_FIELDS and v is None)}
+        return {k: v for k, v in fields.items() if not (k in OPTIONAL_FIELDS and v is None)}
 
 
 @dataclass
@@ -345,7 +349,10 @@ class Pipeline:
             kwargs.setdefault("fps", d.fps)
         elif kwargs.get("frames") is not None:
             raise InvalidArgument("frames is for video models; this model makes images")
+        if d.guidance is not None:
+            kwargs.setdefault("guidance", d.guidance)
         recipe = Recipe(prompt=prompt, **kwargs).validate()
+        self.check_guidance(recipe)
         self.check_size(recipe.height, recipe.width)
         if recipe.frames is not None:
             recipe = replace(recipe, frames=self.frames_for(recipe.frames))
@@ -383,6 +390,23 @@ class Pipeline:
         vae = getattr(self.codec, "vae", None)
         channels = vae.config.block_out_channels[0] if vae is not None else 64
         return 3 * channels * height * width * 4
+
+    def check_guidance(self, recipe: Recipe) -> None:
+        """A guidance-distilled model (FLUX.1-dev) takes its guidance as an input: cfg stays 1
+        unless true classifier-free guidance is asked for; other models take no `guidance`."""
+        distilled = self.defaults.guidance is not None
+        if recipe.guidance is not None and not distilled:
+            raise InvalidArgument(
+                f"guidance is the input of guidance-distilled models (FLUX.1-dev); this "
+                f"{self.components.title} model is steered with cfg"
+            )
+        if distilled and recipe.cfg != 1.0 and not recipe.true_cfg:
+            raise InvalidArgument(
+                f"{self.components.title} is guidance-distilled: it is steered by --guidance "
+                f"(default {self.defaults.guidance:g}) with cfg 1. cfg {recipe.cfg:g} would run "
+                "true classifier-free guidance on top (twice the cost, needs a negative prompt): "
+                "pass --true-cfg to ask for it"
+            )
 
     def frames_for(self, frames: int) -> int:
         """Round a frame count up to one the causal codec takes, saying so when it changes."""
@@ -469,7 +493,9 @@ class Pipeline:
 
     def times(self, recipe: Recipe) -> Tensor:
         """The model's sampling times for this recipe, from its start down to 0."""
-        return self.components.schedule.times(recipe.steps, recipe.shift)
+        cell = self.latent_cell
+        tokens = (recipe.height // cell) * (recipe.width // cell)
+        return self.components.schedule.times(recipe.steps, recipe.shift, tokens)
 
     def start_scale(self, t: float) -> float:
         """x at time t is start_scale(t) * unit noise where sampling starts (1 at t = 1)."""
@@ -482,6 +508,7 @@ class Pipeline:
         cfg: float,
         n: int,
         cond: PromptEmbeds | None = None,
+        guidance: float | None = None,
     ) -> Velocity:
         """The network with prompts bound; cfg=1 runs the conditional pass alone.
 
@@ -494,7 +521,7 @@ class Pipeline:
         if cond is None:
             cond = self.encode_prompt([prompt]).repeat(n)
         uncond = None if cfg == 1.0 else self.encode_prompt([negative_prompt], True).repeat(n)
-        return guided(self.network, cond, uncond, cfg)
+        return guided(self.network, cond, uncond, cfg, guidance)
 
     @torch.no_grad()
     def sample(
@@ -512,7 +539,8 @@ class Pipeline:
         Ops pass their own start and schedule (img2img) or wrap the guided model (inpainting,
         image-to-video), so `generate` itself never grows a branch per operation.
         """
-        model = self.guided(recipe.prompt, recipe.negative_prompt, recipe.cfg, x.shape[0], cond)
+        model = self.guided(recipe.prompt, recipe.negative_prompt, recipe.cfg, x.shape[0], cond,
+                            recipe.guidance)  # fmt: skip
         if wrap is not None:
             model = wrap(model)
         ts = ts if ts is not None else self.times(recipe)
@@ -556,9 +584,12 @@ class Pipeline:
         width: int | None = None,
         callback: Callable[[Progress], None] | None = None,
         frames: int | None = None,
+        guidance: float | None = None,
+        true_cfg: bool | None = None,
     ) -> Generation:
         """Text to images (or clips, on a video model). An empty prompt means unconditional;
-        image i uses seed + i."""
+        image i uses seed + i. `guidance` is FLUX.1-dev's distilled guidance; `true_cfg` asks a
+        guidance-distilled model for classifier-free guidance (cfg) on top."""
         recipe = self.recipe(
             prompt,
             negative_prompt=negative_prompt or "",
@@ -570,6 +601,8 @@ class Pipeline:
             height=height,
             width=width,
             frames=frames,
+            guidance=guidance,
+            true_cfg=true_cfg,
         )
         return self.run(recipe, callback)
 

@@ -78,13 +78,9 @@ class DiscreteVP:
         scheduler.set_timesteps(steps)
         return scheduler.timesteps.clone(), scheduler.sigmas.clone()
 
-    def times(self, steps: int, shift: float = 1.0) -> Tensor:
+    def times(self, steps: int, shift: float = 1.0, tokens: int | None = None) -> Tensor:
         """Flow times s = sigma / (1 + sigma) of the folder's Euler schedule, ending at 0."""
-        if shift != 1.0:
-            raise InvalidArgument(
-                f"shift applies to flow-matching models; this model's schedule is fixed by its "
-                f"scheduler config, got shift {shift}"
-            )
+        refuse_shift(shift)
         sigmas = self.discrete(steps)[1].double()
         return (sigmas / (1 + sigmas)).float()
 
@@ -106,6 +102,52 @@ class DiscreteVP:
         else:
             t = np.interp(s, table, np.arange(len(table)))
         return torch.from_numpy(t).to(sigma.device, torch.float32)
+
+
+def refuse_shift(shift: float) -> None:
+    if shift != 1.0:
+        raise InvalidArgument(
+            "shift applies to latentkit's own models; this model's schedule comes from its "
+            f"scheduler config, got shift {shift}"
+        )
+
+
+@dataclass(frozen=True)
+class FlowMatchSchedule:
+    """The schedule of a flow-matching family (SD3, FLUX.1, Sana): diffusers'
+    FlowMatchEulerDiscreteScheduler from the folder's config, called the way that family's own
+    pipeline calls it, so step times agree exactly (SD3's linspace runs between shifted training
+    extremes; FLUX passes linspace(1, 1/n, n) and a resolution-dependent shift mu). Their time is
+    already ours (x = (1-t) x0 + t n) and diffusers starts them from plain unit noise."""
+
+    config: dict[str, Any]
+    pipeline_sigmas: bool = False  # FLUX: the pipeline passes sigmas = linspace(1, 1/n, n)
+
+    def times(self, steps: int, shift: float = 1.0, tokens: int | None = None) -> Tensor:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        check_positive_int("steps", steps)
+        refuse_shift(shift)
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.config)
+        kwargs: dict[str, Any] = {}
+        if scheduler.config.use_dynamic_shifting:
+            kwargs["mu"] = self.mu(tokens if tokens is not None else 4096)
+        if self.pipeline_sigmas:
+            scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), **kwargs)
+        else:
+            scheduler.set_timesteps(steps, **kwargs)
+        return scheduler.sigmas.float()
+
+    def mu(self, tokens: int) -> float:
+        """FLUX's calculate_shift: mu linear in the image token count between two anchors."""
+        c = self.config
+        base, top = c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096)
+        low, high = c.get("base_shift", 0.5), c.get("max_shift", 1.15)
+        slope = (high - low) / (top - base)
+        return tokens * slope + (low - slope * base)
+
+    def start_scale(self, t: float) -> float:
+        return 1.0
 
 
 def _euler(config: dict[str, Any]) -> Any:
@@ -138,4 +180,11 @@ def vp_velocity(predict: Predict, schedule: DiscreteVP, prediction: str) -> Velo
     return velocity
 
 
-__all__ = ["PREDICTIONS", "DiscreteVP", "Predict", "check_prediction", "vp_velocity"]
+__all__ = [
+    "PREDICTIONS",
+    "DiscreteVP",
+    "FlowMatchSchedule",
+    "Predict",
+    "check_prediction",
+    "vp_velocity",
+]

@@ -18,13 +18,20 @@ def cfg_combine(v_cond: Tensor, v_uncond: Tensor, scale: float) -> Tensor:
 
 
 def guided(
-    network: Network, cond: PromptEmbeds, uncond: PromptEmbeds | None, scale: float
+    network: Network,
+    cond: PromptEmbeds,
+    uncond: PromptEmbeds | None,
+    scale: float,
+    distilled: float | None = None,
 ) -> Velocity:
     """Bind prompts to the network; both passes run as one batch, since that is one launch.
 
-    `uncond` None means no guidance: the conditional pass runs alone.
+    `uncond` None means no guidance: the conditional pass runs alone. `distilled` is the
+    guidance input of a guidance-distilled network (FLUX.1-dev), given to both passes.
     """
-    model = network.bind(cond if uncond is None else PromptEmbeds.cat([cond, uncond]))
+    embeds = cond if uncond is None else PromptEmbeds.cat([cond, uncond])
+    options = {} if distilled is None else {"guidance": distilled}
+    model = network.bind(embeds, **options)
     if uncond is None:
         return model
 

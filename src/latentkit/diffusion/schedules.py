@@ -38,8 +38,9 @@ def marginal_scale(t: float) -> float:
 class Schedule(Protocol):
     """A family's sampling times: what `steps` means for its network, in flow time."""
 
-    def times(self, steps: int, shift: float = 1.0) -> Tensor:
-        """steps + 1 decreasing times in [0, 1], the last 0."""
+    def times(self, steps: int, shift: float = 1.0, tokens: int | None = None) -> Tensor:
+        """steps + 1 decreasing times in [0, 1], the last 0; `tokens` (image tokens per image)
+        is for schedules that shift with resolution (FLUX)."""
         ...
 
     def start_scale(self, t: float) -> float:
@@ -50,7 +51,7 @@ class Schedule(Protocol):
 class FlowSchedule:
     """Our models' schedule: uniform in t from 1 (pure noise) to 0, optionally shifted."""
 
-    def times(self, steps: int, shift: float = 1.0) -> Tensor:
+    def times(self, steps: int, shift: float = 1.0, tokens: int | None = None) -> Tensor:
         return flow_timesteps(steps, shift)
 
     def start_scale(self, t: float) -> float:

@@ -4,7 +4,7 @@
 
 - a latentkit folder (`latentkit.json`): our own image or video model;
 - a diffusers folder (`model_index.json`) of a supported pipeline class: Stable Diffusion 1.x
-  and 2.x (epsilon or v-prediction) and SDXL base.
+  and 2.x (epsilon or v-prediction), SDXL base, SD3/3.5 and FLUX.1 (dev and schnell).
 
 Nothing here touches a network: every file comes from the given path or from inside installed
 packages. Anything else is refused with a message naming what is supported.
@@ -35,6 +35,8 @@ FAMILIES = (
         "sd2", "Stable Diffusion 2.x (epsilon or v)", "diffusers folder, StableDiffusionPipeline"
     ),
     Family("sdxl", "Stable Diffusion XL base", "diffusers folder, StableDiffusionXLPipeline"),
+    Family("sd3", "Stable Diffusion 3/3.5", "diffusers folder, StableDiffusion3Pipeline"),
+    Family("flux", "FLUX.1 dev and schnell", "diffusers folder, FluxPipeline"),
 )
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")

@@ -20,6 +20,7 @@ class Defaults:
     sampler: str = "euler"
     shift: float = 1.0
     fps: int = 8  # video only
+    guidance: float | None = None  # guidance-distilled families only (FLUX.1-dev: 3.5)
 
 
 class Adapters(Protocol):

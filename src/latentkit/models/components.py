@@ -94,8 +94,9 @@ class Network(Protocol):
 
     patch_size: int  # latent cells per token side: sizes must be multiples of factor * patch
 
-    def bind(self, cond: PromptEmbeds) -> Velocity:
-        """The network with its conditioning fixed for a sampling run (one row per latent)."""
+    def bind(self, cond: PromptEmbeds, guidance: float | None = None) -> Velocity:
+        """The network with its conditioning fixed for a sampling run (one row per latent).
+        `guidance` is a guidance-distilled network's own input (FLUX.1-dev); others refuse it."""
         ...
 
 

@@ -61,7 +61,8 @@ def invert_latents(
             f"inversion needs a deterministic one-step sampler ({', '.join(INVERTIBLE)}), "
             f"got {recipe.sampler!r}"
         )
-    model = pipe.guided(recipe.prompt, recipe.negative_prompt, recipe.cfg, latents.shape[0])
+    model = pipe.guided(recipe.prompt, recipe.negative_prompt, recipe.cfg, latents.shape[0],
+                        guidance=recipe.guidance)  # fmt: skip
     ts = pipe.times(recipe).flip(0)
     x = integrate_forward(model, latents.to(pipe.device, torch.float32), ts, recipe.sampler,
                           callback)  # fmt: skip
