@@ -66,7 +66,7 @@ def test_times_timesteps_and_start_match_diffusers_euler(config: dict, steps: in
 def test_shift_is_refused_for_a_fixed_schedule() -> None:
     from latentkit.errors import InvalidArgument
 
-    with pytest.raises(InvalidArgument, match="shift applies to latentkit.s own models"):
+    with pytest.raises(InvalidArgument, match="shift applies to latentkit's own models"):
         DiscreteVP.from_config(CONFIGS[0]).times(10, shift=3.0)
 
 

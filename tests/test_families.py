@@ -253,7 +253,7 @@ def test_info_describes_each_family(folder, capsys) -> None:
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
     assert "UNet, cross-attention" in out and "KL autoencoder f8, 4 latent channels" in out
-    assert "discrete VP from the folder's scheduler config" in out
+    assert "discrete VP from the model's scheduler config" in out
     assert main(["info", "--model", str(path), "--json"]) == 0
     described = json.loads(capsys.readouterr().out)
     assert described["family"] == OUR_KEY[family]

@@ -4,7 +4,9 @@
 
 - a latentkit folder (`latentkit.json`): our own image or video model;
 - a diffusers folder (`model_index.json`) of a supported pipeline class: Stable Diffusion 1.x
-  and 2.x (epsilon or v-prediction), SDXL base, SD3/3.5 and FLUX.1 (dev and schnell).
+  and 2.x (epsilon or v-prediction), SDXL base, SD3/3.5 and FLUX.1 (dev and schnell);
+- a single `.safetensors` checkpoint of Stable Diffusion 1.x, 2.x or SDXL (the AUTOMATIC1111 /
+  ComfyUI layout), its family read from the file's header alone.
 
 Nothing here touches a network: every file comes from the given path or from inside installed
 packages. Anything else is refused with a message naming what is supported.
@@ -74,6 +76,10 @@ def load_components(
         return diffusers_folder.load_components(
             root, prediction=prediction, device=device, dtype=dtype
         )
+    if root.is_file() and root.suffix.lower() == ".safetensors":
+        from latentkit.families import single_file
+
+        return single_file.load_components(root, prediction=prediction, device=device, dtype=dtype)
     raise ModelFileError(not_a_model(root))
 
 
@@ -88,8 +94,8 @@ def not_a_model(root: Path) -> str:
         )
     if root.is_file():
         return (
-            f"{root} is a single file; latentkit loads model folders: {supported()}. Convert the "
-            "file to a diffusers folder, or wait for single-file support"
+            f"{root} is neither a .safetensors checkpoint nor a model folder. Supported: "
+            f"{supported()}; single .safetensors files of Stable Diffusion 1.x, 2.x and SDXL"
         )
     return (
         f"{root} holds neither latentkit.json nor model_index.json, so it is not a model folder "

@@ -7,6 +7,8 @@ scheduler config, so latentkit's samplers and every latent operation run on it u
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -75,6 +77,20 @@ def choose_prediction(
     return "epsilon", f"{TITLES[family]} default, no prediction_type in the scheduler config"
 
 
+@dataclass
+class Modules:
+    """What an SD 1.x / 2.x / SDXL model is made of, however it was read (folder or file)."""
+
+    family: str
+    pipeline: str
+    unet: nn.Module
+    vae: nn.Module
+    encoders: list[nn.Module]
+    tokenizers: list[Any]
+    scheduler: dict[str, Any]  # the scheduler config step times come from
+    zero_empty_negative: bool
+
+
 def build(
     folder: Folder,
     *,
@@ -83,49 +99,69 @@ def build(
     dtype: torch.dtype,
 ) -> Components:
     """The components of an SD 1.x / 2.x / SDXL folder."""
-    from latentkit.families.diffusers_lora import DiffusersLoras
-    from latentkit.models.clip_text import CLIPPromptEncoder
-    from latentkit.models.codec import Codec
-
-    unet_config, vae_config = folder.config("unet"), folder.config("vae")
+    unet_config = folder.config("unet")
     family = family_of(folder.pipeline, unet_config, folder.config("text_encoder"))
     scheduler = folder.config("scheduler")
     chosen, why = choose_prediction(prediction, scheduler, family, unet_config)
     folder.check_fits(TITLES[family], dtype, device)
-    sdxl = family == "sdxl"
-    names = ("text_encoder", "text_encoder_2") if sdxl else ("text_encoder",)
-    text = CLIPPromptEncoder(
-        [folder.load(n.replace("text_encoder", "tokenizer")) for n in names],
+    names = ("text_encoder", "text_encoder_2") if family == "sdxl" else ("text_encoder",)
+    modules = Modules(
+        family,
+        folder.pipeline,
+        folder.load("unet", dtype),
+        folder.load("vae", dtype),
         [folder.load(n, dtype) for n in names],
+        [folder.load(n.replace("text_encoder", "tokenizer")) for n in names],
+        scheduler,
+        folder.index.get("force_zeros_for_empty_prompt", True),
+    )
+    identity = (folder.root.name, f"{folder.root.name}@{folder.fingerprint()}", folder.root)
+    return assemble(modules, chosen, why, "diffusers folder", identity)
+
+
+def assemble(
+    m: Modules, prediction: str, why: str, layout: str, identity: tuple[str, str, Path]
+) -> Components:
+    """Loaded modules behind latentkit's seam: codec, CLIP text encoder(s), the UNet adapted."""
+    from latentkit.families.diffusers_lora import DiffusersLoras
+    from latentkit.models.clip_text import CLIPPromptEncoder
+    from latentkit.models.codec import Codec
+
+    sdxl = m.family == "sdxl"
+    text = CLIPPromptEncoder(
+        m.tokenizers,
+        m.encoders,
         penultimate=sdxl,
-        zero_empty_negative=sdxl and folder.index.get("force_zeros_for_empty_prompt", True),
+        zero_empty_negative=sdxl and m.zero_empty_negative,
         name="CLIP-L + CLIP-G" if sdxl else "CLIP",
     )
-    factor = 2 ** (len(vae_config["block_out_channels"]) - 1)
-    side = unet_config["sample_size"] * factor
+    vae_config = m.vae.config
+    factor = 2 ** (len(vae_config.block_out_channels) - 1)
+    side = m.unet.config.sample_size * factor
     codec = Codec(
-        folder.load("vae", dtype),
+        m.vae,
         (side, side),
-        shift=vae_config.get("shift_factor") or 0.0,
-        scale=vae_config.get("scaling_factor", 0.18215),
+        shift=getattr(vae_config, "shift_factor", None) or 0.0,
+        scale=getattr(vae_config, "scaling_factor", None) or 0.18215,
         preview_weights=torch.tensor(PREVIEW_RGB["sdxl" if sdxl else "sd"]),
     )
-    schedule = DiscreteVP.from_config(scheduler)
-    unet = folder.load("unet", dtype)
-    network = UNetNetwork(unet, schedule, chosen, factor, time_ids=sdxl)
+    schedule = DiscreteVP.from_config(m.scheduler)
+    network = UNetNetwork(m.unet, schedule, prediction, factor, time_ids=sdxl)
+    name, model_id, source = identity
+    title = TITLES[m.family]
     return Components(
-        family=family,
-        title=TITLES[family],
+        family=m.family,
+        title=title,
         codec=codec,
         text=text,
         network=network,
         schedule=schedule,
-        defaults=DEFAULTS[family],
-        name=folder.root.name,
-        model_id=f"{folder.root.name}@{folder.fingerprint()}",
-        source=folder.root,
-        description=describe(family, folder.pipeline, chosen, why, codec, text, unet, schedule),
-        adapters=DiffusersLoras(family, folder.pipeline, network, text, TITLES[family]),
+        defaults=DEFAULTS[m.family],
+        name=name,
+        model_id=model_id,
+        source=source,
+        description=describe(m, layout, prediction, why, codec, text, schedule),
+        adapters=DiffusersLoras(m.family, m.pipeline, network, text, title),
     )
 
 
@@ -166,31 +202,24 @@ class UNetNetwork(nn.Module):
 
 
 def describe(
-    family: str,
-    pipeline: str,
-    prediction: str,
-    why: str,
-    codec: Any,
-    text: Any,
-    unet: nn.Module,
-    schedule: DiscreteVP,
+    m: Modules, layout: str, prediction: str, why: str, codec: Any, text: Any, schedule: DiscreteVP
 ) -> list[tuple[str, str]]:
-    """`latentkit info` rows for a Stable Diffusion folder."""
+    """`latentkit info` rows for a Stable Diffusion model."""
     h, w = codec.native_size
     c = codec.latent_channels
-    params = sum(p.numel() for p in unet.parameters()) / 1e6
+    params = sum(p.numel() for p in m.unet.parameters()) / 1e6
     vae_params = sum(p.numel() for p in codec.vae.parameters()) / 1e6
     return [
-        ("family", f"{TITLES[family]} (diffusers folder, {pipeline})"),
-        ("layout", "diffusers folder"),
+        ("family", f"{TITLES[m.family]} ({layout}, {m.pipeline})"),
+        ("layout", layout),
         ("prediction", f"{prediction} (from {why})"),
         ("codec", f"KL autoencoder f{codec.spatial_factor}, {c} latent channels, {w}x{h}px -> "
                   f"{w // codec.spatial_factor}x{h // codec.spatial_factor}x{c}, latents x"
                   f"{float(codec.latent_scale[0]):g}, {vae_params:.2f}M params"),
         ("text", f"{text.name}, {text.token_dim}-d tokens, window {text.max_tokens}"
-                 + (", pooled vector and size conditioning" if family == "sdxl" else "")),
-        ("network", f"UNet, cross-attention {unet.config.cross_attention_dim}-d, "
+                 + (", pooled vector and size conditioning" if m.family == "sdxl" else "")),
+        ("network", f"UNet, cross-attention {m.unet.config.cross_attention_dim}-d, "
                     f"{params:.1f}M params; {prediction} converted to flow velocity"),
-        ("schedule", f"discrete VP from the folder's scheduler config, "
+        ("schedule", f"discrete VP from the model's scheduler config, "
                      f"'{schedule.spacing}' spacing, {len(schedule.sigmas)} training steps"),
     ]  # fmt: skip
