@@ -152,3 +152,64 @@ def test_a_missing_t5_tokenizer_says_which_files(tmp_path_factory, tmp_path) -> 
         f.unlink()
     with pytest.raises(ModelFileError, match=r"tokenizer_2 needs the T5Tokenizer files: spiece"):
         Pipeline.load(folder, device="cpu")
+
+
+def transformer_lora(pipe: Pipeline, path: Path, pipeline: str, seed: int = 0) -> Path:
+    """A LoRA on the transformer's attention projections in diffusers' layout, made with peft and
+    saved by the family's own pipeline class (what its training scripts do)."""
+    import copy
+
+    import diffusers
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+
+    transformer = copy.deepcopy(pipe.network.transformer)
+    config = LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v"],
+                        init_lora_weights=False)  # fmt: skip
+    torch.manual_seed(seed)
+    inject_adapter_in_model(config, transformer)
+    state = get_peft_model_state_dict(transformer)
+    getattr(diffusers, pipeline).save_lora_weights(
+        path.parent, weight_name=path.name, transformer_lora_layers=state
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("family", "pipeline"), [("flux-dev", "FluxPipeline"), ("sd3", "StableDiffusion3Pipeline")]
+)
+def test_transformer_loras_load_scale_and_switch_off(family, pipeline, tmp_path_factory, tmp_path):
+    pipe = Pipeline.load(cached_flow_folder(tmp_path_factory, family), device="cpu")
+    file = transformer_lora(pipe, tmp_path / "style.safetensors", pipeline)
+    base = ours(pipe, steps=2)
+    pipe.load_lora(file, weight=0.8)
+    adapted = ours(pipe, steps=2)
+    assert relative(adapted, base) > 1e-3
+    pipe.set_lora_weights({"style": 0.0})
+    assert torch.equal(ours(pipe, steps=2), base)  # weight 0 switches it off exactly
+    pipe.set_lora_weights({"style": 0.8})
+    pipe.merge_loras()
+    assert relative(ours(pipe, steps=2), adapted) < 1e-4
+    assert pipe.model_id.endswith("+lora:style*0.8")
+
+
+def test_a_unet_lora_is_refused_on_a_transformer(tmp_path_factory, tmp_path) -> None:
+    from family_fixtures import cached_family_folder
+    from lora_fixtures import write_kohya_lora
+
+    sd = Pipeline.load(cached_family_folder(tmp_path_factory, "sd1"), device="cpu")
+    file = tmp_path / "unet.safetensors"
+    write_kohya_lora(file, sd.network.unet, sd.text_encoder.encoders, rank=2)
+    flux = Pipeline.load(cached_flow_folder(tmp_path_factory, "flux-dev"), device="cpu")
+    with pytest.raises(InvalidArgument, match=r"this model is FLUX\.1-dev, a transformer"):
+        flux.load_lora(file)
+    assert flux.loras == {}
+
+
+def test_offload_hooks_on_a_transformer_family(tmp_path_factory) -> None:
+    from latentkit.families import load_components
+
+    path = cached_flow_folder(tmp_path_factory, "flux-schnell")
+    plain = ours(Pipeline.load(path, device="cpu"))
+    hooked = Pipeline(load_components(path), device="cpu", offload=True)
+    assert hasattr(hooked.network.transformer, "_hf_hook")
+    torch.testing.assert_close(ours(hooked), plain)

@@ -207,15 +207,16 @@ class Pipeline:
         from accelerate import cpu_offload_with_hook
 
         network = self.components.network
-        if getattr(network, "unet", None) is None:
+        inner = getattr(network, "unet", None) or getattr(network, "transformer", None)
+        if inner is None:
             raise InvalidArgument(
-                f"--offload is for models larger than a GPU (Stable Diffusion families); this "
-                f"{self.components.title} fits, run it without --offload"
+                f"--offload is for models larger than a GPU (Stable Diffusion, SD3, FLUX); "
+                f"this {self.components.title} fits, run it without --offload"
             )
         codec = _move(self.components.codec, torch.device("cpu"), self.dtype)
         network = _move(network, torch.device("cpu"), self.dtype)
         hook = None
-        for module in [*self.text_encoder.encoders, network.unet, codec.vae]:
+        for module in [*self.text_encoder.encoders, inner, codec.vae]:
             module.to(dtype=self.dtype)
             _, hook = cpu_offload_with_hook(module, self.device, prev_module_hook=hook)
         return codec, network

@@ -1,5 +1,6 @@
-"""LoRA files on Stable Diffusion 1.x/2.x and SDXL: the diffusers layout and the community
-(kohya-ss / AUTOMATIC1111 / Civitai) layout, loaded through diffusers' public LoRA loaders.
+"""LoRA files on Stable Diffusion 1.x/2.x, SDXL, SD3 and FLUX.1: the diffusers layout and the
+community (kohya-ss / AUTOMATIC1111 / Civitai) layouts, loaded through diffusers' public LoRA
+loaders.
 
 A diffusers pipeline object is built around the already-loaded UNet and text encoders (no
 copies) only to reach `lora_state_dict`, `load_lora_into_unet/_text_encoder`, `set_adapters`
@@ -63,32 +64,61 @@ def fold_kohya_alphas(tensors: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def is_unet_lora(header: dict[str, Any]) -> bool:
+    """A LoRA for a UNet (SD 1.x/2.x/XL) names down/up/input/output blocks or attn2."""
+    return any(
+        k.startswith(("lora_unet_down_blocks", "lora_unet_up_blocks", "lora_unet_input_blocks",
+                      "lora_unet_output_blocks", "unet."))
+        or ".attn2." in k or "_attn2_" in k
+        for k in header
+    )  # fmt: skip
+
+
 class DiffusersLoras:
-    """The `Adapters` of a Stable Diffusion model: LoRA on its UNet and text encoders."""
+    """The `Adapters` of a diffusers-family model, through its diffusers pipeline's loaders:
+    LoRA on the UNet and text encoders (Stable Diffusion) or the transformer (SD3, FLUX.1)."""
 
     def __init__(self, family: str, pipeline: str, network: Any, text: Any, title: str) -> None:
         self.family, self.pipeline_class, self.title = family, pipeline, title
         self.network, self.text = network, text
+        self.unet = getattr(network, "unet", None)
         self._pipe: Any = None
         self.fused = False
 
     def _pipeline(self) -> Any:
+        """The family's diffusers pipeline around our very modules (no copies)."""
         if self._pipe is None:
             import diffusers
 
             cls = getattr(diffusers, self.pipeline_class)
             encoders = self.text.encoders
-            parts: dict[str, Any] = {"vae": None, "unet": self.network.unet, "scheduler": None}
-            parts.update(text_encoder=encoders[0], tokenizer=None)
-            if len(encoders) > 1:
-                parts.update(text_encoder_2=encoders[1], tokenizer_2=None, add_watermarker=False)
+            parts: dict[str, Any] = {"vae": None, "scheduler": None, "tokenizer": None}
+            parts["text_encoder"] = encoders[0]
+            if self.unet is not None:
+                parts["unet"] = self.unet
+                if len(encoders) > 1:
+                    parts.update(text_encoder_2=encoders[1], tokenizer_2=None,
+                                 add_watermarker=False)  # fmt: skip
+                else:
+                    parts.update(safety_checker=None, feature_extractor=None,
+                                 requires_safety_checker=False)  # fmt: skip
             else:
-                parts.update(safety_checker=None, feature_extractor=None,
-                             requires_safety_checker=False)  # fmt: skip
+                parts.update(transformer=self.network.transformer, tokenizer_2=None,
+                             text_encoder_2=encoders[1])  # fmt: skip
+                if self.pipeline_class == "StableDiffusion3Pipeline":
+                    third = encoders[2] if len(encoders) > 2 else None
+                    parts.update(text_encoder_3=third, tokenizer_3=None)
             self._pipe = cls(**parts)
         return self._pipe
 
     def check_family(self, path: Path, header: dict[str, Any]) -> None:
+        if self.unet is None:  # a transformer family: a UNet LoRA cannot fit it
+            if is_unet_lora(header):
+                raise InvalidArgument(
+                    f"LoRA {path.name} was made for {made_for(header, context_width(header))}; "
+                    f"this model is {self.title}, a transformer"
+                )
+            return
         width, mine = context_width(header), self.network.context_width
         second = any(k.startswith(("lora_te2_", "text_encoder_2.")) for k in header)
         if width != mine or (second and len(self.text.encoders) < 2):
@@ -110,24 +140,30 @@ class DiffusersLoras:
             source = fold_kohya_alphas(load_file(path))
         pipe = self._pipeline()
         try:
-            state, alphas, meta = pipe.lora_state_dict(
-                source, unet_config=pipe.unet.config, return_lora_metadata=True,
-                local_files_only=True,
-            )  # fmt: skip
-            pipe.load_lora_into_unet(state, alphas, unet=pipe.unet, adapter_name=name,
-                                     metadata=meta, _pipeline=pipe)  # fmt: skip
-            for i, encoder in enumerate(self.text.encoders):
-                prefix = "text_encoder" if i == 0 else "text_encoder_2"
-                pipe.load_lora_into_text_encoder(
-                    state, alphas, text_encoder=encoder, prefix=prefix, adapter_name=name,
-                    metadata=meta, _pipeline=pipe,
-                )  # fmt: skip
+            if self.unet is None:  # SD3 / FLUX: the pipeline's loader knows their layouts
+                pipe.load_lora_weights(source, adapter_name=name, local_files_only=True)
+            else:
+                self._load_unet_lora(pipe, source, name)
         except (ValueError, RuntimeError, KeyError) as e:
             self._forget(name)
             detail = " ".join(str(e).split())[:200]
             message = f"LoRA {path.name} does not fit this {self.title}: {detail}"
             raise InvalidArgument(message) from None
         self.text.clear_cache()
+
+    def _load_unet_lora(self, pipe: Any, source: Any, name: str) -> None:
+        """With the UNet's config, so SGM (input_blocks) names map on SD 1.x too."""
+        state, alphas, meta = pipe.lora_state_dict(
+            source, unet_config=pipe.unet.config, return_lora_metadata=True, local_files_only=True
+        )
+        pipe.load_lora_into_unet(state, alphas, unet=pipe.unet, adapter_name=name,
+                                 metadata=meta, _pipeline=pipe)  # fmt: skip
+        for i, encoder in enumerate(self.text.encoders):
+            prefix = "text_encoder" if i == 0 else "text_encoder_2"
+            pipe.load_lora_into_text_encoder(
+                state, alphas, text_encoder=encoder, prefix=prefix, adapter_name=name,
+                metadata=meta, _pipeline=pipe,
+            )  # fmt: skip
 
     def _forget(self, name: str) -> None:
         with contextlib.suppress(ValueError, KeyError):

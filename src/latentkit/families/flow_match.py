@@ -129,6 +129,7 @@ def build(
     dtype: torch.dtype,
 ) -> Components:
     """The components of an SD3 or FLUX.1 folder."""
+    from latentkit.families.diffusers_lora import DiffusersLoras
     from latentkit.models.clip_text import FluxPromptEncoder, SD3PromptEncoder
     from latentkit.models.codec import Codec
 
@@ -176,6 +177,7 @@ def build(
         model_id=f"{folder.root.name}@{folder.fingerprint()}",
         source=folder.root,
         description=describe(family, folder, codec, text, network, schedule),
+        adapters=DiffusersLoras(family, folder.pipeline, network, text, title),
     )
 
 
