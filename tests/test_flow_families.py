@@ -213,3 +213,17 @@ def test_offload_hooks_on_a_transformer_family(tmp_path_factory) -> None:
     hooked = Pipeline(load_components(path), device="cpu", offload=True)
     assert hasattr(hooked.network.transformer, "_hf_hook")
     torch.testing.assert_close(ours(hooked), plain)
+
+
+def test_served_over_the_rest_api(tmp_path_factory, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from latentkit.server import create_app
+
+    pipe = Pipeline.load(cached_flow_folder(tmp_path_factory, "sd3"), device="cpu")
+    with TestClient(create_app(pipe=pipe, outputs=tmp_path / "out")) as client:
+        assert client.get("/api/model").json()["family"] == "sd3"
+        body = {"prompt": "a cat", "seed": 2, "steps": 2}
+        done = client.post("/api/generate?wait=true", json=body).json()
+        assert done["status"] == "done", done
+    assert main(["info", "--model", str(cached_flow_folder(tmp_path_factory, "sd3"))]) == 0
