@@ -306,3 +306,33 @@ def test_tokenizer_json_alone_is_enough(tmp_path_factory, tmp_path: Path) -> Non
         f.unlink()
     with pytest.raises(ModelFileError, match="tokenizer needs the CLIPTokenizer files"):
         Pipeline.load(modern, device="cpu")
+
+
+def test_a_standalone_vae_file_replaces_the_models(tmp_path_factory, tmp_path: Path) -> None:
+    """--vae: diffusers-layout and original-layout files; another family's VAE is refused."""
+    from safetensors.torch import save_file
+    from single_file_fixtures import vae_to_original
+
+    path = cached_family_folder(tmp_path_factory, "sdxl")
+    base = Pipeline.load(path, device="cpu")
+    state = {k: v + 0.01 * torch.randn_like(v) for k, v in base.codec.vae.state_dict().items()}
+    fixed = tmp_path / "fixed-vae.safetensors"
+    save_file(state, fixed)
+    original = tmp_path / "sdxl_vae.safetensors"
+    save_file(vae_to_original(state, dict(base.codec.vae.config)), original)
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    reference = Pipeline.load(path, device="cpu")
+    reference.codec.vae.load_state_dict(state)
+    expected = reference.decode(latents)
+    for file in (fixed, original):
+        swapped = Pipeline.load(path, device="cpu", vae=file)
+        torch.testing.assert_close(swapped.decode(latents), expected, atol=1e-5, rtol=0)
+        assert swapped.model_id.endswith(f"+vae:{file.stem}")
+    assert not torch.allclose(base.decode(latents), expected, atol=1e-3)
+    flux_vae = Pipeline.load(path, device="cpu").codec.vae.__class__.from_config(
+        {**dict(base.codec.vae.config), "latent_channels": 16}
+    )
+    wrong = tmp_path / "flux-vae.safetensors"
+    save_file(flux_vae.state_dict(), wrong)
+    with pytest.raises(InvalidArgument, match="has 16 latent channels; this model's VAE has 4"):
+        Pipeline.load(path, device="cpu", vae=wrong)

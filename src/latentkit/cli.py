@@ -41,6 +41,10 @@ TrueCfgOpt = Annotated[
     bool,
     typer.Option(help="Guidance-distilled models: also run classifier-free guidance at --cfg."),
 ]
+VaeOpt = Annotated[
+    Path | None,
+    typer.Option("--vae", help="A standalone VAE .safetensors to use instead of the model's."),
+]
 OffloadOpt = Annotated[
     bool,
     typer.Option(help="Keep weights in CPU memory, each part on the GPU only while it runs."),
@@ -96,11 +100,13 @@ def load_pipeline(
     prediction: str | None = None,
     offload: bool = False,
     kind: str = "image",
+    vae: Path | None = None,
 ):
     """The model's pipeline; another family's model says on stderr what it was taken for."""
     from latentkit.pipeline import Pipeline
 
-    pipe = Pipeline.load(model, device=device, prediction=prediction, kind=kind, offload=offload)
+    pipe = Pipeline.load(model, device=device, prediction=prediction, kind=kind, offload=offload,
+                         vae=vae)  # fmt: skip
     if pipe.is_video != (kind == "video"):
         found = "a video" if pipe.is_video else "an image"
         other = "latentkit video" if pipe.is_video else "an image command such as generate"
@@ -132,6 +138,7 @@ def generate(
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
+    vae: VaeOpt = None,
     out: Annotated[
         Path, typer.Option(help="Output PNG; with --n > 1, out-0.png, out-1.png ...")
     ] = Path("latentkit.png"),
@@ -153,7 +160,7 @@ def generate(
     from latentkit.pipeline import Recipe
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
     add_adapters(pipe, lora, token_file)
     if noise is not None:
         options = {"steps": steps, "cfg": cfg, "sampler": sampler}
@@ -210,6 +217,7 @@ def invert(
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
+    vae: VaeOpt = None,
     device: DeviceOpt = None,
     keep_size: Annotated[
         bool, typer.Option(help="Work at the image's own size, not the model's native size.")
@@ -221,7 +229,7 @@ def invert(
     from latentkit.outputs import save_latents
 
     out = file_out(out, "noise.safetensors", (".safetensors",))
-    pipe = load_pipeline(model, device, prediction, offload)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
     z, recipe = invert_image(pipe, image, prompt, keep_size=keep_size, callback=step_bar(),
                              steps=steps, sampler=sampler, cfg=cfg)  # fmt: skip
     meta = {**recipe.to_dict(), "source": str(image), "model": pipe.model_id}
@@ -309,7 +317,8 @@ def img2img_cmd(
     strength: Annotated[float, typer.Option(help="0 keeps the image, 1 ignores it.")] = 0.6,
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
     sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
-    prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
+    prediction: PredictionOpt = None, offload: OffloadOpt = False,
+    vae: VaeOpt = None, device: DeviceOpt = None,
     keep_size: Annotated[
         bool, typer.Option(help="Work at the image's own size, not the model's native size.")
     ] = False,
@@ -320,7 +329,7 @@ def img2img_cmd(
     from latentkit.ops import img2img
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
     opts = recipe_options(negative, seed, steps, cfg, sampler, n, guidance, true_cfg)
     result = img2img(pipe, image, prompt, strength=strength, keep_size=keep_size,
                      callback=step_bar(), **opts)  # fmt: skip
@@ -341,7 +350,8 @@ def inpaint_cmd(
     ] = True,
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
     sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
-    prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
+    prediction: PredictionOpt = None, offload: OffloadOpt = False,
+    vae: VaeOpt = None, device: DeviceOpt = None,
     keep_size: Annotated[
         bool, typer.Option(help="Work at the image's own size, not the model's native size.")
     ] = False,
@@ -353,7 +363,7 @@ def inpaint_cmd(
     from latentkit.ops import inpaint
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
     opts = recipe_options(negative, seed, steps, cfg, sampler, n, guidance, true_cfg)
     result = inpaint(pipe, image, mask, prompt, feather_px=feather, keep_unmasked=keep_unmasked,
                      keep_size=keep_size, callback=step_bar(), **opts)  # fmt: skip
@@ -371,7 +381,8 @@ def outpaint_cmd(
     bottom: Annotated[int, typer.Option(help="Pixels to add at the bottom.")] = 0,
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
     sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
-    prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
+    prediction: PredictionOpt = None, offload: OffloadOpt = False,
+    vae: VaeOpt = None, device: DeviceOpt = None,
     keep_size: Annotated[
         bool, typer.Option(help="Work at the image's own size, not the model's native size.")
     ] = False,
@@ -382,7 +393,7 @@ def outpaint_cmd(
     from latentkit.ops import outpaint
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
     opts = recipe_options(negative, seed, steps, cfg, sampler, n, guidance, true_cfg)
     write_images(outpaint(pipe, image, prompt, left=left, right=right, top=top, bottom=bottom,
                           keep_size=keep_size, callback=step_bar(), **opts), out)  # fmt: skip
@@ -400,7 +411,8 @@ def interpolate_cmd(
     fps: Annotated[int, typer.Option(help="Frames per second for GIF/MP4.")] = 12,
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
     sampler: SamplerOpt = None, model: ModelOpt = None,
-    prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
+    prediction: PredictionOpt = None, offload: OffloadOpt = False,
+    vae: VaeOpt = None, device: DeviceOpt = None,
     guidance: GuidanceOpt = None,
     true_cfg: TrueCfgOpt = False,
 ) -> None:  # fmt: skip
@@ -411,7 +423,7 @@ def interpolate_cmd(
 
     check_positive_int("fps", fps)
     out = animation_out(out)
-    pipe = load_pipeline(model, device, prediction, offload)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
     opts = recipe_options(negative, seed, steps, cfg, sampler, 1, guidance, true_cfg)
     opts.pop("n")
     result = interpolate(pipe, keyframes, frames, prompt=prompt, even=even, **opts)
@@ -444,13 +456,14 @@ def direction_find(
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
+    vae: VaeOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Find a direction from two prompt sets (text), two image folders or PCA (latent)."""
     from latentkit.ops import directions as d
 
     out = file_out(out, "direction.safetensors", (".safetensors",))
-    pipe = load_pipeline(model, device, prediction, offload)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
     label = name or out.stem
     if positive or negative:
         direction = d.from_prompts(pipe, list(positive or []), list(negative or []), label)
@@ -499,13 +512,14 @@ def direction_strip(
     amounts: Amounts = "-2,-1,0,1,2",
     seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
     model: ModelOpt = None,
-    prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
+    prediction: PredictionOpt = None, offload: OffloadOpt = False,
+    vae: VaeOpt = None, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Generate one image per amount along a direction, side by side."""
     from latentkit.ops.directions import Direction, generate_along
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
     result = generate_along(pipe, prompt, Direction.load(direction), parse_amounts(amounts),
                             seed=seed, steps=steps, cfg=cfg, sampler=sampler)  # fmt: skip
     save_strip(result.images, out, {**result.recipe_of(0), "amounts": result.extra["amounts"]})
@@ -523,6 +537,7 @@ def edit(
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
+    vae: VaeOpt = None,
     device: DeviceOpt = None,
     keep_size: Annotated[
         bool, typer.Option(help="Work at the image's own size, not the model's native size.")
@@ -533,7 +548,7 @@ def edit(
 
     values = parse_amounts(amounts) if amounts else [1.0 if amount is None else amount]
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
     rows = edit_image(pipe, image, Direction.load(direction), values, prompt, steps, keep_size)
     recipe = {"op": "edit", "source": str(image), "direction": str(direction), "amounts": values,
               "model": pipe.model_id}  # fmt: skip
@@ -555,14 +570,15 @@ def blend(
     weight: Annotated[float, typer.Option(help="For two images: 0 = first, 1 = second.")] = 0.5,
     seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
     model: ModelOpt = None,
-    prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
+    prediction: PredictionOpt = None, offload: OffloadOpt = False,
+    vae: VaeOpt = None, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Blend prompts ('a dog:0.6' 'a fox:0.4') or two images (in latent space)."""
     from latentkit.ops import blend as b
     from latentkit.ops.source import looks_like_image
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
     if all(looks_like_image(i) for i in items):
         if len(items) != 2:
             raise InvalidArgument(f"blending images takes exactly two, got {len(items)}")
@@ -581,14 +597,15 @@ def arith(
     out: OutPng,
     seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
     model: ModelOpt = None,
-    prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
+    prediction: PredictionOpt = None, offload: OffloadOpt = False,
+    vae: VaeOpt = None, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Vector arithmetic on prompt embeddings or image latents."""
     from latentkit.ops import blend as b
     from latentkit.ops.source import looks_like_image
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
     terms = b.parse_expression(expression)
     if all(looks_like_image(t) for _, t in terms):
         save_pixels(b.image_arithmetic(pipe, expression), out,
@@ -607,14 +624,15 @@ def mix(
     switch: Annotated[float, typer.Option(help="Prompts: share of steps with the first.")] = 0.3,
     seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
     model: ModelOpt = None,
-    prediction: PredictionOpt = None, offload: OffloadOpt = False, device: DeviceOpt = None,
+    prediction: PredictionOpt = None, offload: OffloadOpt = False,
+    vae: VaeOpt = None, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Style mixing: swap latent channels between images, or switch prompts part-way."""
     from latentkit.ops import blend as b
     from latentkit.ops.source import looks_like_image
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
     if looks_like_image(content) and looks_like_image(style):
         try:
             chosen = [int(c) for c in channels.split(",") if c.strip()]
@@ -639,6 +657,7 @@ def map_cmd(
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
+    vae: VaeOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Place encoded images on a 2D map and render it as an atlas of thumbnails."""
@@ -650,7 +669,7 @@ def map_cmd(
     from latentkit.train.tasks import training_images
 
     out = file_out(out, "map.png", (".png",))
-    pipe = load_pipeline(model, device, prediction, offload)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
     data = training_images(images, pipe.image_size)
     if limit is not None:
         data = data.subset(np.arange(min(limit, len(data))))
@@ -671,6 +690,7 @@ def neighbours(
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
+    vae: VaeOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """The k images nearest to IMAGE in latent space."""
@@ -681,7 +701,7 @@ def neighbours(
     from latentkit.train.tasks import training_images
 
     out = image_out(out) if out is not None else None
-    pipe = load_pipeline(model, device, prediction, offload)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
     data = training_images(images, pipe.image_size)
     img, _ = prepare(pipe, image)
     if img.size != (pipe.image_size, pipe.image_size):
@@ -703,6 +723,7 @@ def encode(
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
+    vae: VaeOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Encode an image to latents (safetensors, with its recipe in the metadata)."""
@@ -710,7 +731,7 @@ def encode(
     from latentkit.outputs import save_latents
 
     out = file_out(out, "latents.safetensors", (".safetensors",))
-    pipe = load_pipeline(model, device, prediction, offload)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
     img = load_image(image, min_size=pipe.factor)
     pipe.codec.check_pixel_shape(img.height, img.width)
     latents = pipe.encode(image_to_tensor(img))
@@ -731,6 +752,7 @@ def decode(
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
+    vae: VaeOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Decode latents back to an image."""
@@ -738,7 +760,7 @@ def decode(
     from latentkit.outputs import load_latents, numbered, save_image
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
     z, recipe = load_latents(latents)
     if z.shape[1] != pipe.codec.latent_channels:
         raise InvalidArgument(
@@ -798,6 +820,7 @@ def serve(
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
+    vae: VaeOpt = None,
     video_model: Annotated[
         Path | None,
         typer.Option(
@@ -843,6 +866,7 @@ def serve(
         model=model,
         prediction=prediction,
         offload=offload,
+        vae=vae,
         video_model=video_model,
         outputs=outputs,
         token=token,

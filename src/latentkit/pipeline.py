@@ -184,11 +184,13 @@ class Pipeline:
         kind: str = "image",
         prediction: str | None = None,
         offload: bool = False,
+        vae: str | Path | None = None,
     ) -> Pipeline:
-        """Any model latentkit knows: our folders (image or video), diffusers folders of the
-        supported families. No path: the shipped model of `kind` ("image" or "video").
-        `offload` keeps the weights in CPU memory and moves each part to the GPU while it runs,
-        for models larger than the GPU's memory."""
+        """Any model latentkit knows: our folders (image or video), diffusers folders and single
+        files of the supported families. No path: the shipped model of `kind` ("image" or
+        "video"). `offload` keeps the weights in CPU memory and moves each part to the GPU
+        while it runs, for models larger than the GPU's memory; `vae` swaps in a standalone VAE
+        file (e.g. the fixed fp16 SDXL VAE)."""
         device = torch.device(device) if device is not None else default_device()
         if offload and device.type != "cuda":
             raise InvalidArgument(
@@ -198,6 +200,11 @@ class Pipeline:
         where = torch.device("cpu") if offload else device
         dtype = dtype or default_dtype(device)
         parts = load_components(path, kind=kind, prediction=prediction, device=where, dtype=dtype)
+        if vae is not None:
+            from latentkit.families.component_files import load_vae_file
+
+            parts.codec.vae = load_vae_file(Path(vae), parts.codec.vae, dtype)
+            parts.model_id += f"+vae:{Path(vae).stem}"
         return cls(parts, device, dtype, offload=offload)
 
     def _offload(self) -> tuple[Any, Any]:
