@@ -1,4 +1,4 @@
-"""Tiny random-weight diffusers folders for the PixArt-alpha / PixArt-Sigma / Sana families, offline.
+"""Tiny random-weight diffusers folders for the PixArt-alpha, PixArt-Sigma and Sana families.
 
 Helpers for tests (not a test module); the diffusion-transformer counterpart of
 ``family_fixtures`` and ``flow_fixtures``. Each family gets a complete diffusers folder
@@ -165,7 +165,9 @@ def _gemma_spiece_model() -> bytes:
     try:
         import sentencepiece as spm
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("writing the tiny Gemma tokenizer needs `pip install sentencepiece`") from e
+        raise ImportError(
+            "writing the tiny Gemma tokenizer needs `pip install sentencepiece`"
+        ) from e
 
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(

@@ -97,20 +97,35 @@ def latent_shape(frames: int, height: int, width: int) -> tuple[int, int, int, i
 def _ltx_vae(seed: int, timestep_conditioning: bool = False):
     from diffusers import AutoencoderKLLTXVideo
 
+    if timestep_conditioning:
+        # 0.9.1-style decoder (release: decoder_block_out_channels (256, 512, 1024), layers
+        # (5, 6, 7, 8), upsample_factor 2 with residual upsamplers, timestep_conditioning; its
+        # decoder_inject_noise is left off here: that noise comes from torch's global RNG).
+        decoder = {
+            "decoder_block_out_channels": (16, 16, 16),
+            "decoder_layers_per_block": (1, 1, 1, 1),
+            "decoder_spatio_temporal_scaling": (True, False, False),
+            "decoder_inject_noise": (False,) * 4,
+            "upsample_residual": (True, False, False),
+            "upsample_factor": (2, 1, 1),
+        }
+    else:  # 0.9.0: the decoder mirrors the encoder
+        decoder = {
+            "decoder_block_out_channels": VAE_BLOCKS,
+            "decoder_layers_per_block": VAE_LAYERS,
+            "decoder_spatio_temporal_scaling": VAE_SCALING,
+            "decoder_inject_noise": (False,) * len(VAE_LAYERS),
+            "upsample_residual": (False,) * len(VAE_BLOCKS),
+            "upsample_factor": (1,) * len(VAE_BLOCKS),
+        }
     torch.manual_seed(seed)
     vae = AutoencoderKLLTXVideo(
         in_channels=3,
         out_channels=3,
         latent_channels=LATENT_CHANNELS,
         block_out_channels=VAE_BLOCKS,
-        decoder_block_out_channels=VAE_BLOCKS,
         layers_per_block=VAE_LAYERS,
-        decoder_layers_per_block=VAE_LAYERS,
         spatio_temporal_scaling=VAE_SCALING,
-        decoder_spatio_temporal_scaling=VAE_SCALING,
-        decoder_inject_noise=(False,) * len(VAE_LAYERS),
-        upsample_residual=(False,) * len(VAE_BLOCKS),
-        upsample_factor=(1,) * len(VAE_BLOCKS),
         timestep_conditioning=timestep_conditioning,
         patch_size=VAE_PATCH,
         patch_size_t=VAE_PATCH_T,
@@ -118,6 +133,7 @@ def _ltx_vae(seed: int, timestep_conditioning: bool = False):
         scaling_factor=SCALING_FACTOR,
         encoder_causal=True,
         decoder_causal=False,
+        **decoder,
     )
     # Per-channel latent statistics (release: per_channel_statistics mean-of-means / std-of-means,
     # persistent buffers in the safetensors, not config). Non-trivial so the normalisation shows.

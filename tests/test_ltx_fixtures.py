@@ -410,4 +410,4 @@ def test_decode_with_timestep(tmp_path_factory: pytest.TempPathFactory, no_netwo
     assert video.shape == (1, FRAMES, 3, H, W)
     assert (video - expected).abs().max() < 1e-5
     assert (other_t - pixels).abs().max() > 1e-4  # the decoder does use the timestep
-    assert math.isclose(float(vae.decoder.timestep_scale_multiplier), 1000.0)
+    assert math.isclose(vae.decoder.timestep_scale_multiplier.item(), 1000.0)
