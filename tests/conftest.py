@@ -83,12 +83,13 @@ def make_image_folder(root: Path) -> Path:
 
 FAMILY_FOLDERS = ("sd1", "sd2v", "sdxl")
 FLOW_FOLDERS = ("sd3", "flux-dev")
+DIT_FOLDERS = ("pixart-sigma", "sana")
 
 
-@pytest.fixture(scope="module", params=("latentkit", *FAMILY_FOLDERS, *FLOW_FOLDERS))
+@pytest.fixture(scope="module", params=("latentkit", *FAMILY_FOLDERS, *FLOW_FOLDERS, *DIT_FOLDERS))
 def any_pipe(request, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Our tiny model and tiny SD 1.x, 2.x (v), SDXL, SD3 and FLUX.1-dev folders: the
-    operations' promises must hold on every family latentkit loads."""
+    """Our tiny model and tiny SD 1.x, 2.x (v), SDXL, SD3, FLUX.1-dev, PixArt-Sigma and Sana
+    folders: the operations' promises must hold on every image family latentkit loads."""
     from family_fixtures import cached_family_folder
     from flow_fixtures import cached_flow_folder
 
@@ -100,4 +101,8 @@ def any_pipe(request, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFac
         pipe = Pipeline.load(cached_flow_folder(tmp_path_factory, request.param), device="cpu")
         pipe.codec.native_size = (64, 64)  # FLUX's native 1024 px is too slow for a test
         return pipe
+    if request.param in DIT_FOLDERS:
+        from dit_fixtures import cached_dit_folder
+
+        return Pipeline.load(cached_dit_folder(tmp_path_factory, request.param), device="cpu")
     return Pipeline.load(cached_family_folder(tmp_path_factory, request.param), device="cpu")

@@ -19,7 +19,7 @@ def tiny_video_codec(seed: int = 0) -> VideoCodec:
     config = VideoCodecConfig(
         latent_channels=4, channels=(8, 8, 16), image_size=SIZE, frames=FRAMES
     )
-    codec = VideoCodec(config)
+    codec = VideoCodec.from_config(config)
     codec.latent_shift.copy_(torch.tensor([0.1, -0.2, 0.05, 0.0]))
     codec.latent_scale.copy_(torch.tensor([1.5, 0.8, 1.2, 1.0]))
     return codec.eval()
@@ -28,7 +28,7 @@ def tiny_video_codec(seed: int = 0) -> VideoCodec:
 def tiny_video_bundle(seed: int = 0) -> Bundle:
     codec = tiny_video_codec(seed)
     torch.manual_seed(seed + 1)
-    denoiser = VideoDenoiser(
+    denoiser = VideoDenoiser.from_config(
         VideoDenoiserConfig(layers=1, heads=2, head_dim=12, latent_channels=4),
         codec.time_factor,
         codec.factor,

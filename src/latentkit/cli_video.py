@@ -72,6 +72,9 @@ def video_cmd(
         Path | None, typer.Option(help="First frame (image-to-video); the model's frame size.")
     ] = None,
     fps: Fps = None,
+    size: Annotated[
+        str | None, typer.Option(help="WIDTHxHEIGHT (default: the model's frame size).")
+    ] = None,
     latents: Annotated[
         Path | None, typer.Option(help="Also save the clip's latents (for video-interpolate).")
     ] = None,
@@ -79,7 +82,7 @@ def video_cmd(
     device: DeviceOpt = None,
 ) -> None:
     """Generate a short clip from text, or from text and a first frame (--image)."""
-    from latentkit.cli import step_bar
+    from latentkit.cli import parse_size, step_bar
     from latentkit.ops import image_to_video
     from latentkit.outputs import save_clip, save_latents
 
@@ -90,8 +93,10 @@ def video_cmd(
 
         first = load_image(image)
     pipe = _pipeline(model, device)
+    width, height = parse_size(size)
     args = {"negative_prompt": negative or "", "seed": seed, "steps": steps, "cfg": cfg,
-            "sampler": sampler, "frames": frames, "fps": fps}  # fmt: skip
+            "sampler": sampler, "frames": frames, "fps": fps, "height": height,
+            "width": width}  # fmt: skip
     if first is not None:
         result = image_to_video(pipe, first, prompt, source=str(image), callback=step_bar(),
                                 **args)  # fmt: skip

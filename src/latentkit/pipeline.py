@@ -503,6 +503,8 @@ class Pipeline:
         """The model's sampling times for this recipe, from its start down to 0."""
         cell = self.latent_cell
         tokens = (recipe.height // cell) * (recipe.width // cell)
+        if recipe.frames is not None:  # video tokens: LTX-Video shifts by the whole clip's count
+            tokens *= (recipe.frames - 1) // self.codec.time_factor + 1
         return self.components.schedule.times(recipe.steps, recipe.shift, tokens)
 
     def start_scale(self, t: float) -> float:

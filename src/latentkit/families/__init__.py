@@ -4,7 +4,8 @@
 
 - a latentkit folder (`latentkit.json`): our own image or video model;
 - a diffusers folder (`model_index.json`) of a supported pipeline class: Stable Diffusion 1.x
-  and 2.x (epsilon or v-prediction), SDXL base, SD3/3.5 and FLUX.1 (dev and schnell);
+  and 2.x (epsilon or v-prediction), SDXL base, SD3/3.5, FLUX.1 (dev and schnell), PixArt-alpha
+  and -Sigma, Sana, and LTX-Video (a video model);
 - a single `.safetensors` checkpoint of Stable Diffusion 1.x, 2.x or SDXL (the AUTOMATIC1111 /
   ComfyUI layout), its family read from the file's header alone.
 
@@ -39,6 +40,9 @@ FAMILIES = (
     Family("sdxl", "Stable Diffusion XL base", "diffusers folder, StableDiffusionXLPipeline"),
     Family("sd3", "Stable Diffusion 3/3.5", "diffusers folder, StableDiffusion3Pipeline"),
     Family("flux", "FLUX.1 dev and schnell", "diffusers folder, FluxPipeline"),
+    Family("pixart", "PixArt-alpha and PixArt-Sigma", "diffusers folder, PixArt*Pipeline"),
+    Family("sana", "Sana", "diffusers folder, SanaPipeline"),
+    Family("ltx-video", "LTX-Video", "diffusers folder, LTXPipeline"),
 )
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")

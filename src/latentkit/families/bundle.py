@@ -75,13 +75,13 @@ def _image_denoiser(config: DenoiserConfig, codec: Any) -> nn.Module:
 def _video_codec(config: VideoCodecConfig) -> nn.Module:
     from latentkit.models.video_codec import VideoCodec
 
-    return VideoCodec(config)
+    return VideoCodec.from_config(config)
 
 
 def _video_denoiser(config: VideoDenoiserConfig, codec: Any) -> nn.Module:
     from latentkit.models.video_denoiser import VideoDenoiser
 
-    return VideoDenoiser(config, codec.time_factor, codec.spatial_factor)
+    return VideoDenoiser.from_config(config, codec.time_factor, codec.spatial_factor)
 
 
 KINDS = {

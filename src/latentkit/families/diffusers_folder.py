@@ -37,13 +37,25 @@ PIPELINES = {
         "flow_match",
         ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"),
     ),
+    "PixArtAlphaPipeline": ("dit", ("transformer", "vae", "text_encoder", "tokenizer")),
+    "PixArtSigmaPipeline": ("dit", ("transformer", "vae", "text_encoder", "tokenizer")),
+    "SanaPipeline": ("dit", ("transformer", "vae", "text_encoder", "tokenizer")),
+    "LTXPipeline": ("ltx_video", ("transformer", "vae", "text_encoder", "tokenizer")),
+    "LTXImageToVideoPipeline": ("ltx_video", ("transformer", "vae", "text_encoder", "tokenizer")),
 }
 MODULE_CLASSES = {
     "diffusers": ("UNet2DConditionModel", "AutoencoderKL", "SD3Transformer2DModel",
-                  "FluxTransformer2DModel"),
+                  "FluxTransformer2DModel", "PixArtTransformer2DModel", "SanaTransformer2DModel",
+                  "AutoencoderDC", "LTXVideoTransformer3DModel", "AutoencoderKLLTXVideo"),
     "transformers": ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel",
-                     "CLIPTokenizer", "CLIPTokenizerFast", "T5Tokenizer", "T5TokenizerFast"),
+                     "Gemma2Model", "CLIPTokenizer", "CLIPTokenizerFast", "T5Tokenizer",
+                     "T5TokenizerFast", "GemmaTokenizer", "GemmaTokenizerFast"),
 }  # fmt: skip
+TOKENIZER_FILES = {
+    "CLIP": ("vocab.json", "merges.txt"),
+    "T5": ("spiece.model",),
+    "Gemma": ("tokenizer.model",),
+}  # the files each kind of tokenizer reads
 NETWORKS = ("unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
 
 
@@ -123,7 +135,7 @@ class Folder:
 
     def _tokenizer(self, name: str, cls: Any) -> Any:
         folder = self.root / name
-        needs = ("vocab.json", "merges.txt") if "CLIP" in cls.__name__ else ("spiece.model",)
+        needs = next(f for prefix, f in TOKENIZER_FILES.items() if cls.__name__.startswith(prefix))
         has_bpe = all((folder / f).is_file() for f in needs)
         if not has_bpe and not (folder / "tokenizer.json").is_file():
             raise ModelFileError(

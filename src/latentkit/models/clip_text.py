@@ -27,7 +27,8 @@ from latentkit.models.text import check_prompt
 
 class CachedPromptEncoder:
     """A `TextEncoder` over library text models: per-prompt cache, device moves, the protocol.
-    Subclasses say how one prompt becomes ([1, L, D] tokens, [1, P] pooled)."""
+    Subclasses say how one prompt becomes ([1, L, D] tokens, [1, P] pooled), or a third item,
+    the [1, L] attention mask, where the family masks padding (else every position counts)."""
 
     name = "text encoder"
 
@@ -35,7 +36,7 @@ class CachedPromptEncoder:
                  cache_size: int = 1024) -> None:  # fmt: skip
         self.encoders = encoders
         self.token_dim, self.max_tokens = token_dim, max_tokens
-        self._cache: OrderedDict[tuple[str, bool], tuple[Tensor, Tensor]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, bool], tuple[Tensor, ...]] = OrderedDict()
         self._cache_size = cache_size
         for encoder in encoders:
             encoder.requires_grad_(False).eval()
@@ -67,10 +68,11 @@ class CachedPromptEncoder:
             self._cache.move_to_end(key)
             rows.append(self._cache[key])
         tokens = torch.cat([r[0] for r in rows])
-        mask = torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device)
+        masks = [r[2] if len(r) > 2 else torch.ones(r[0].shape[:2], dtype=torch.long) for r in rows]
+        mask = torch.cat([m.to(tokens.device, torch.long) for m in masks])
         return PromptEmbeds(tokens, mask, torch.cat([r[1] for r in rows]))
 
-    def _encode_one(self, prompt: str, negative: bool) -> tuple[Tensor, Tensor]:
+    def _encode_one(self, prompt: str, negative: bool) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
 
@@ -172,3 +174,27 @@ class FluxPromptEncoder(CachedPromptEncoder):
         tokenizer, encoder = self.t5
         tokens = encoder(token_ids(tokenizer, prompt, self.max_tokens).to(encoder.device))[0]
         return tokens, pooled
+
+
+class PipelinePromptEncoder(CachedPromptEncoder):
+    """PixArt, Sana, LTX-Video: prompts encoded by the family's own diffusers pipeline
+    (`encode_prompt`, built around the loaded tokenizer and encoder), so caption cleaning, Sana's
+    instruction prefix and the T5/Gemma masks are exactly the family's. No pooled vector."""
+
+    def __init__(self, pipe: Any, encoder: Any, name: str, window: int, options: dict[str, Any],
+                 positive: dict[str, Any] | None = None) -> None:  # fmt: skip
+        super().__init__([encoder], encoder.config.hidden_size, window)
+        self.pipe, self.name = pipe, name
+        self.options, self.positive = options, positive or {}
+
+    def _encode_one(self, prompt: str, negative: bool) -> tuple[Tensor, ...]:
+        extra = {} if negative else self.positive
+        out = self.pipe.encode_prompt(
+            prompt,
+            do_classifier_free_guidance=False,
+            device=self.encoders[0].device,
+            **self.options,
+            **extra,
+        )
+        tokens, mask = out[0], out[1]  # fmt: skip
+        return tokens, tokens.new_zeros(1, 1), mask

@@ -37,12 +37,13 @@ class Codec(nn.Module):
         scale: Tensor | float = 1.0,
         preview_weights: Tensor | None = None,
         config: CodecConfig | None = None,
+        spatial_factor: int | None = None,
     ) -> None:
         super().__init__()
         self.vae = vae
         self.config = config  # our own models' architecture, written back when saving
         self.native_size = native_size
-        self.spatial_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.spatial_factor = spatial_factor or 2 ** (len(vae.config.block_out_channels) - 1)
         self.latent_channels = vae.config.latent_channels
         channels = self.latent_channels
         self.register_buffer("latent_shift", torch.zeros(channels) + shift)
@@ -81,7 +82,10 @@ class Codec(nn.Module):
         if images.ndim != 4 or images.shape[1] != 3:
             raise InvalidArgument(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
         self.check_pixel_shape(images.shape[2], images.shape[3])
-        posterior = self.vae.encode(images).latent_dist
+        out = self.vae.encode(images)
+        if not hasattr(out, "latent_dist"):  # a deterministic codec (Sana's DC-AE)
+            return self.normalize(out.latent)
+        posterior = out.latent_dist
         z = posterior.sample(generator) if sample else posterior.mean
         return self.normalize(z)
 

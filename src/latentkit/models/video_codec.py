@@ -24,20 +24,34 @@ def valid_frames(frames: int, time_factor: int) -> int:
 class VideoCodec(nn.Module):
     """Videos [B, 3, T, H, W] in [-1, 1] <-> normalised latents [B, C, 1 + (T-1)/tf, h, w]."""
 
-    def __init__(self, config: VideoCodecConfig) -> None:
+    def __init__(
+        self,
+        vae: nn.Module,
+        native_size: tuple[int, int],
+        native_frames: int,
+        *,
+        shift: Tensor | float = 0.0,
+        scale: Tensor | float = 1.0,
+        config: VideoCodecConfig | None = None,
+    ) -> None:
+        super().__init__()
+        self.vae = vae
+        self.config = config  # our own models' architecture, written back when saving
+        self.spatial_factor = int(vae.spatial_compression_ratio)
+        self.time_factor = int(vae.temporal_compression_ratio)
+        self.latent_channels = int(vae.config.latent_channels)
+        self.native_size, self.native_frames = native_size, native_frames
+        channels = self.latent_channels
+        self.register_buffer("latent_shift", torch.zeros(channels) + shift)
+        self.register_buffer("latent_scale", torch.zeros(channels) + scale)
+
+    @classmethod
+    def from_config(cls, config: VideoCodecConfig) -> VideoCodec:
+        """One of our own video codecs, untrained, with identity statistics."""
         from diffusers import AutoencoderKLLTXVideo
 
-        super().__init__()
-        self.config = config
-        self.vae = AutoencoderKLLTXVideo(**config.diffusers_kwargs())
-        self.spatial_factor = config.factor
-        self.time_factor = config.time_factor
-        self.latent_channels = config.latent_channels
-        self.native_size = (config.image_size, config.image_size)
-        self.native_frames = config.frames
-        channels = config.latent_channels
-        self.register_buffer("latent_shift", torch.zeros(channels))
-        self.register_buffer("latent_scale", torch.ones(channels))
+        vae = AutoencoderKLLTXVideo(**config.diffusers_kwargs())
+        return cls(vae, (config.image_size, config.image_size), config.frames, config=config)
 
     @property
     def factor(self) -> int:
@@ -84,7 +98,10 @@ class VideoCodec(nn.Module):
             )
         if tile is not None:
             raise InvalidArgument("tiled decoding is for image codecs; the video codec has none")
-        return self.vae.decode(self.denormalize(latents)).sample
+        temb = None
+        if getattr(self.vae.config, "timestep_conditioning", False):  # LTX 0.9.1+: decode at 0
+            temb = latents.new_zeros(latents.shape[0])
+        return self.vae.decode(self.denormalize(latents), temb).sample
 
     def preview(self, latents: Tensor) -> Tensor:
         """A grey preview per latent frame: the video codec has no fitted colour map."""

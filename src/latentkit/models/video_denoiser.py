@@ -18,15 +18,30 @@ from latentkit.models.denoiser import TIMESTEP_SCALE
 class VideoDenoiser(nn.Module):
     patch_size = 1
 
-    def __init__(self, config: VideoDenoiserConfig, time_factor: int = 4, factor: int = 8) -> None:
-        from diffusers import LTXVideoTransformer3DModel
-
+    def __init__(
+        self,
+        net: nn.Module,
+        time_factor: int = 4,
+        factor: int = 8,
+        config: VideoDenoiserConfig | None = None,
+        frame_rate: float = 25.0,
+    ) -> None:
         super().__init__()
-        self.config = config
-        self.net = LTXVideoTransformer3DModel(**config.diffusers_kwargs())
+        self.config = config  # our own models' architecture, written back when saving
+        self.net = net
         # Rotary positions in LTX-Video's units (pixels / 2048, frames at 25 fps / 20), so a
         # latent cell maps to the same position scale as in the full-size model.
-        self.rope_scale = (time_factor / 25.0, float(factor), float(factor))
+        self.rope_scale = (time_factor / frame_rate, float(factor), float(factor))
+
+    @classmethod
+    def from_config(
+        cls, config: VideoDenoiserConfig, time_factor: int = 4, factor: int = 8
+    ) -> VideoDenoiser:
+        """One of our own video denoisers, untrained."""
+        from diffusers import LTXVideoTransformer3DModel
+
+        net = LTXVideoTransformer3DModel(**config.diffusers_kwargs())
+        return cls(net, time_factor, factor, config)
 
     def forward(self, x: Tensor, t: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
         """x [B, C, F, h, w], t [B] or [B, F], tokens [B, L, D], mask [B, L] -> v like x."""

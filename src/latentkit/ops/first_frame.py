@@ -35,9 +35,12 @@ def pin_first_frames(model: Velocity, first: Tensor) -> Velocity:
     return denoise
 
 
-def first_frame_latent(pipe: Pipeline, image: Image.Image | np.ndarray) -> Tensor:
-    """The latent of one first frame [1, C, 1, h, w]. A frame of another size is scaled and
-    centre-cropped to the model's frame size (aspect kept, nothing stretched), with a warning."""
+def first_frame_latent(
+    pipe: Pipeline, image: Image.Image | np.ndarray, size: tuple[int, int] | None = None
+) -> Tensor:
+    """The latent of one first frame [1, C, 1, h, w] at `size` (height, width; default the
+    model's frame size). A frame of another size is scaled and centre-cropped to it (aspect
+    kept, nothing stretched), with a warning."""
     from latentkit.data.images import resize_center_crop
     from latentkit.data.video import clips_to_tensor
 
@@ -47,11 +50,11 @@ def first_frame_latent(pipe: Pipeline, image: Image.Image | np.ndarray) -> Tenso
             f"first frame must be uint8 [H, W, 3], got {pixels.dtype} {list(pixels.shape)}"
         )
     h, w = pixels.shape[:2]
-    nh, nw = pipe.native_size
+    nh, nw = size or pipe.native_size
     if (h, w) != (nh, nw):
         warnings.warn(
-            f"first frame is {w}x{h}; scaled and centre-cropped to {nw}x{nh}, the video "
-            "model's frame size",
+            f"first frame is {w}x{h}; scaled and centre-cropped to {nw}x{nh}, the clip's frame "
+            "size",
             stacklevel=3,
         )
         pixels = np.asarray(resize_center_crop(Image.fromarray(pixels), (nw, nh)))
@@ -71,7 +74,7 @@ def image_to_video(
     if not pipe.is_video:
         raise InvalidArgument("image-to-video needs a video model; this model makes images")
     recipe = pipe.recipe(prompt, **recipe_args)
-    first = first_frame_latent(pipe, image).to(pipe.device)
+    first = first_frame_latent(pipe, image, (recipe.height, recipe.width)).to(pipe.device)
     noise, draw = pipe.initial_noise(recipe)
     noise = noise.clone()
     noise[:, :, : first.shape[2]] = first  # the start scale is 1 at t = 1 for flow video models

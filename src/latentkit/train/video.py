@@ -123,7 +123,7 @@ def train_video_vae(
         image_size=size, frames=frames, **preset(VIDEO_CODEC_PRESETS, preset_name, "video codec")
     )
     data_set = training_clips(data, clips, frames, size)
-    codec = seeded(cfg.seed, VideoCodec, config)
+    codec = seeded(cfg.seed, VideoCodec.from_config, config)
     task = VideoVAETask(codec, data_set, dev, min(crop, frames))
     cpu_start = time.process_time()
     result = train(task, cfg, out, resume=resume, device=dev, desc="video-vae")
@@ -240,7 +240,7 @@ def train_video_denoiser(
     latents = cached_video_latents(codec, data_set, out / "latents.safetensors", key, dev)
     encoder = load_text_encoder(base.text)
     embeds, rows, empty = embed_captions(encoder, data_set.captions)
-    denoiser = seeded(cfg.seed, VideoDenoiser, config, codec.time_factor, codec.factor)
+    denoiser = seeded(cfg.seed, VideoDenoiser.from_config, config, codec.time_factor, codec.factor)
     task = VideoDenoiserTask(
         denoiser, latents, embeds, rows, empty, dev, caption_dropout, image_fraction
     )
@@ -249,5 +249,5 @@ def train_video_denoiser(
     return train_and_write_denoiser(
         task, cfg, out, dev, resume=resume, kind="video-denoiser", data=data,
         n_items=len(data_set), base=base, codec=codec, save=save_bundle, extra=extra,
-        build=lambda: VideoDenoiser(config, codec.time_factor, codec.factor),
+        build=lambda: VideoDenoiser.from_config(config, codec.time_factor, codec.factor),
     )  # fmt: skip

@@ -1,0 +1,93 @@
+"""PixArt-alpha, PixArt-Sigma, Sana and LTX-Video diffusers folders: each equal to its own
+diffusers pipeline with an Euler scheduler, on tiny random weights built by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from dit_fixtures import cached_dit_folder, dit_reference_latents
+from family_fixtures import single_thread
+from ltx_fixtures import cached_ltx_folder, ltx_reference_latents
+
+from latentkit.cli import main
+from latentkit.pipeline import Pipeline
+
+PROMPT = "a photo of a cat"
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("family", ["pixart-alpha", "pixart-sigma", "sana"])
+@pytest.mark.parametrize("negative", ["", "blurry"])
+def test_euler_equals_the_familys_pipeline(family, negative, tmp_path_factory) -> None:
+    path = cached_dit_folder(tmp_path_factory, family)
+    pipe = Pipeline.load(path, device="cpu")
+    with single_thread():
+        ours = pipe.generate(PROMPT, negative, seed=3, steps=4, cfg=4.0).latents
+        theirs = dit_reference_latents(path, family, PROMPT, negative or None, 3, 4, 4.0, 64, 64)
+    assert pipe.defaults.steps == 20 and pipe.defaults.cfg == 4.5
+    assert relative(ours, theirs) < 1e-4
+
+
+def test_pixart_alpha_1024_conditions_on_size(tmp_path_factory) -> None:
+    path = cached_dit_folder(tmp_path_factory, "pixart-alpha", micro_conditions=True)
+    pipe = Pipeline.load(path, device="cpu")
+    with single_thread():
+        ours = pipe.generate(PROMPT, seed=1, steps=3, cfg=4.0, height=64, width=96).latents
+        theirs = dit_reference_latents(path, "pixart-alpha", PROMPT, None, 1, 3, 4.0, 64, 96)
+    assert relative(ours, theirs) < 1e-4
+
+
+def test_info_names_the_dit_families(tmp_path_factory, capsys) -> None:
+    for family, words in (("pixart-sigma", "epsilon, learned sigma"), ("sana", "DC-AE f8")):
+        assert main(["info", "--model", str(cached_dit_folder(tmp_path_factory, family))]) == 0
+        assert words in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def ltx(tmp_path_factory) -> tuple[Path, Pipeline]:
+    path = cached_ltx_folder(tmp_path_factory)
+    return path, Pipeline.load(path, device="cpu", kind="video")
+
+
+@pytest.mark.parametrize(("negative", "cfg"), [("", 3.0), ("blurry", 3.0), ("", 1.0)])
+def test_ltx_text_to_video_equals_ltxpipeline(ltx, negative, cfg) -> None:
+    path, pipe = ltx
+    with single_thread():
+        ours = pipe.generate(PROMPT, negative, seed=3, steps=3, cfg=cfg, height=32, width=32,
+                             frames=9).latents  # fmt: skip
+        theirs = ltx_reference_latents(path, PROMPT, negative or None, 3, 3, cfg, 32, 32, 9)
+    assert ours.shape == (1, 32, 5, 4, 4)
+    assert relative(ours, theirs) < 1e-4
+
+
+def test_ltx_image_to_video_and_interpolation_use_our_video_ops(ltx) -> None:
+    from latentkit.ops import image_to_video, interpolate_latents
+    from latentkit.ops.first_frame import first_frame_latent
+
+    _, pipe = ltx
+    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    clip = image_to_video(pipe, image, PROMPT, seed=1, steps=2, height=32, width=32, frames=9)
+    assert torch.equal(clip.latents[:, :, :1], first_frame_latent(pipe, image, (32, 32)))
+    assert clip.clips[0].shape == (9, 32, 32, 3)
+    a = pipe.generate(PROMPT, seed=1, steps=2, height=32, width=32, frames=9).latents
+    b = pipe.generate(PROMPT, seed=2, steps=2, height=32, width=32, frames=9).latents
+    morph = interpolate_latents(pipe, a, b, 3, pipe.recipe(PROMPT, height=32, width=32, frames=9))
+    assert torch.equal(morph.latents[:1], a) and torch.equal(morph.latents[2:], b)
+
+
+def test_ltx_is_a_video_model_for_the_cli(ltx, tmp_path: Path, capsys) -> None:
+    path, _ = ltx
+    code = main(["generate", "a cat", "--model", str(path), "--out", str(tmp_path / "x.png")])
+    assert code == 2 and "is a video model: use it with `latentkit video" in capsys.readouterr().err
+    out = tmp_path / "clip.gif"
+    args = ["video", "a cat", "--model", str(path), "--size", "32x32", "--frames", "9"]
+    assert main([*args, "--steps", "2", "--out", str(out)]) == 0
+    assert out.is_file()
+    assert main(["info", "--model", str(path)]) == 0
+    assert "LTX-Video" in capsys.readouterr().out
