@@ -213,6 +213,114 @@ def compare_speed(folder: Path, family: str, args: argparse.Namespace, size: int
     return rows
 
 
+TINY = {  # family -> (fixture module, builder, reference, arguments)
+    "sd3": "flow", "flux-dev": "flow", "flux-schnell": "flow", "pixart-sigma": "dit",
+    "sana": "dit", "ltx-video": "ltx",
+}  # fmt: skip
+
+
+def tiny_pipelines(family: str, kind: str, root: Path, steps: int) -> tuple:
+    """(folder, latentkit arguments, diffusers pipeline, its call, unpack) for a tiny family,
+    the diffusers pipeline loaded once with the Euler scheduler the tests compare against."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import dit_fixtures
+    import flow_fixtures
+    import ltx_fixtures
+
+    call = {"prompt": PROMPT, "num_inference_steps": steps, "output_type": "latent"}
+    unpack = None
+    if kind == "flow":
+        folder = flow_fixtures.build_flow_folder(root, family)
+        pipe = flow_fixtures.load_flow_pipeline(folder, family)
+        flux = family.startswith("flux")
+        ours = {"cfg": 1.0 if flux else 4.0, "height": 64, "width": 64}
+        call.update(height=64, width=64, max_sequence_length=256 if family != "flux-dev" else 512)
+        call["true_cfg_scale" if flux else "guidance_scale"] = ours["cfg"]
+        if flux:
+            unpack = lambda x: flow_fixtures.unpack_flux_latents(x, 64, 64)  # noqa: E731
+    elif kind == "dit":
+        folder = dit_fixtures.build_dit_folder(root, family)
+        pipe = dit_fixtures.load_dit_pipeline(folder, family)
+        pipe.scheduler = dit_fixtures.dit_reference_scheduler(pipe.scheduler.config, family)
+        ours = {"cfg": 4.0, "height": 64, "width": 64}
+        call.update(height=64, width=64, guidance_scale=4.0, negative_prompt="",
+                    use_resolution_binning=False)  # fmt: skip
+        if family.startswith("pixart"):
+            call["clean_caption"] = False
+    else:
+        folder = ltx_fixtures.build_ltx_folder(root)
+        pipe = ltx_fixtures.load_ltx_pipeline(folder)
+        ours = {"cfg": 3.0, "height": 32, "width": 32, "frames": 9}
+        call.update(height=32, width=32, num_frames=9, guidance_scale=3.0)
+        f, h = (
+            (9 - 1) // pipe.vae_temporal_compression_ratio + 1,
+            32 // pipe.vae_spatial_compression_ratio,
+        )
+        pt, p = pipe.transformer_temporal_patch_size, pipe.transformer_spatial_patch_size
+        unpack = lambda x: ltx_fixtures.unpack_ltx_latents(x, f // pt, h // p, h // p, p, pt)  # noqa: E731
+
+    def theirs():
+        out = pipe(**call, generator=torch.Generator("cpu").manual_seed(0))
+        out = out.frames if kind == "ltx" else out.images
+        return unpack(out) if unpack is not None else out
+
+    pipe.set_progress_bar_config(disable=True)
+    return folder, ours, theirs
+
+
+def tiny_rows(repeats: int, steps: int) -> list[dict]:
+    """The families too big for this machine at real width, at the test suite's tiny sizes:
+    latentkit against the family's own diffusers pipeline (same folder, seed, Euler), each
+    loaded once, one thread. At these sizes the networks cost little, so this measures what
+    each pipeline adds around them."""
+    import tempfile
+
+    import torch
+
+    from latentkit.pipeline import Pipeline
+
+    torch.set_num_threads(1)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for family, kind in TINY.items():
+            folder, args, theirs = tiny_pipelines(family, kind, Path(tmp), steps)
+            pipe = Pipeline.load(folder, device="cpu", kind="video" if kind == "ltx" else "image")
+
+            def ours(pipe=pipe, args=args):
+                return pipe.generate(PROMPT, seed=0, steps=steps, **args).latents
+
+            times: dict[str, list[float]] = {"latentkit": [], "diffusers": []}
+            outputs = {}
+            for _ in range(repeats + 1):  # the first round warms both up and is not counted
+                for name, run in (("latentkit", ours), ("diffusers", theirs)):
+                    t0 = time.perf_counter()
+                    outputs[name] = run()
+                    times[name].append(time.perf_counter() - t0)
+            mine, reference = outputs["latentkit"], outputs["diffusers"]
+            diff = float((mine - reference).norm() / reference.norm())
+            ours_s, theirs_s = (statistics.median(times[k][1:]) for k in times)
+            rows.append({"family": f"{family} (tiny)", "size": args["height"], "batch": 1,
+                         "steps": steps, "latentkit_s": round(ours_s, 4),
+                         "diffusers_s": round(theirs_s, 4),
+                         "latentkit_img_s": round(1 / ours_s, 2),
+                         "diffusers_img_s": round(1 / theirs_s, 2),
+                         "speedup": round(theirs_s / ours_s, 3), "relative_difference": diff,
+                         "max_pixel_diff": None, "all_times": times})  # fmt: skip
+            print(f"{family} (tiny): latentkit {ours_s * 1000:.0f} ms, diffusers "
+                  f"{theirs_s * 1000:.0f} ms ({theirs_s / ours_s:.2f}x), final latents differ "
+                  f"by {diff:.1e} relative", flush=True)  # fmt: skip
+    return rows
+
+
+def difference(row: dict) -> str:
+    """Real-width rows compare decoded pixels; tiny rows compare final latents."""
+    if row.get("max_pixel_diff") is not None:
+        return f"max {row['max_pixel_diff']} px"
+    return f"latents {row['relative_difference']:.1e} rel."
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--families", default="sd15")
@@ -224,6 +332,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "families.json"))
     ap.add_argument("--build", help="only build this family's folder (used internally)")
     ap.add_argument("--memory-only", action="store_true", help="measure memory, skip speed")
+    ap.add_argument("--tiny", action="store_true", help="rows for the families at tiny size")
     args = ap.parse_args()
     if args.build:
         build_folder(args.build)
@@ -233,7 +342,12 @@ def main() -> None:
     out = Path(args.out)
     if out.is_file():
         report = {**report, **json.loads(out.read_text())}
-    for family in args.families.split(","):
+    if args.tiny:
+        rows = tiny_rows(args.repeats, args.steps)
+        report["rows"] = [r for r in report["rows"] if "(tiny)" not in r["family"]] + rows
+        out.write_text(json.dumps(report, indent=2))
+        args.families = ""
+    for family in filter(None, args.families.split(",")):
         # built in its own process, so this one holds only what latentkit loads
         build = [sys.executable, __file__, "--build", family]
         subprocess.run(build, check=True)
@@ -248,12 +362,12 @@ def main() -> None:
             rows = compare_speed(folder, family, args, size)
             report["rows"] = [r for r in report["rows"] if r["family"] != family] + rows
         out.write_text(json.dumps(report, indent=2))
-    print("| family | size | batch | latentkit img/s | diffusers img/s | speedup | max px diff |")
+    print("| family | size | batch | latentkit img/s | diffusers img/s | speedup | difference |")
     print("|---|---|---|---|---|---|---|")
     for r in report["rows"]:
         print(
             f"| {r['family']} | {r['size']} | {r['batch']} | {r['latentkit_img_s']} | "
-            f"{r['diffusers_img_s']} | {r['speedup']}x | {r['max_pixel_diff']} |"
+            f"{r['diffusers_img_s']} | {r['speedup']}x | {difference(r)} |"
         )
     print(f"wrote {out}")
 

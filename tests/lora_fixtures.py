@@ -446,3 +446,21 @@ def with_weights(model: nn.Module, component: str, weights: Mapping[str, Tensor]
                 layer = clone.get_submodule(name)
                 layer.weight.copy_(value.to(layer.weight.dtype))
     return clone
+
+
+def transformer_lora(transformer: nn.Module, path: Path, pipeline: str, seed: int = 0) -> Path:
+    """A LoRA on the transformer's attention projections in diffusers' layout, made with peft and
+    saved by the family's own pipeline class (what its training scripts do)."""
+    import diffusers
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+
+    transformer = copy.deepcopy(transformer)
+    config = LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v"],
+                        init_lora_weights=False)  # fmt: skip
+    torch.manual_seed(seed)
+    inject_adapter_in_model(config, transformer)
+    state = get_peft_model_state_dict(transformer)
+    getattr(diffusers, pipeline).save_lora_weights(
+        path.parent, weight_name=path.name, transformer_lora_layers=state
+    )
+    return path

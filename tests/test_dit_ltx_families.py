@@ -91,3 +91,48 @@ def test_ltx_is_a_video_model_for_the_cli(ltx, tmp_path: Path, capsys) -> None:
     assert out.is_file()
     assert main(["info", "--model", str(path)]) == 0
     assert "LTX-Video" in capsys.readouterr().out
+
+
+def lora_round(pipe: Pipeline, file: Path, **args) -> None:
+    """Load at 0.8 (changes the output), weight 0 (exactly the base), merge (the same output)."""
+    base = pipe.generate(PROMPT, seed=1, steps=2, **args).latents
+    pipe.load_lora(file, weight=0.8)
+    adapted = pipe.generate(PROMPT, seed=1, steps=2, **args).latents
+    assert relative(adapted, base) > 1e-3
+    pipe.set_lora_weights({"style": 0.0})
+    assert torch.equal(pipe.generate(PROMPT, seed=1, steps=2, **args).latents, base)
+    pipe.set_lora_weights({"style": 0.8})
+    pipe.merge_loras()
+    assert relative(pipe.generate(PROMPT, seed=1, steps=2, **args).latents, adapted) < 1e-4
+    assert pipe.model_id.endswith("+lora:style*0.8")
+
+
+def test_sana_and_ltx_loras_load_scale_and_switch_off(tmp_path_factory, tmp_path) -> None:
+    from lora_fixtures import transformer_lora
+
+    sana = Pipeline.load(cached_dit_folder(tmp_path_factory, "sana"), device="cpu")
+    file = transformer_lora(sana.network.transformer, tmp_path / "sana" / "style.safetensors",
+                            "SanaPipeline")  # fmt: skip
+    lora_round(sana, file)
+    ltx = Pipeline.load(cached_ltx_folder(tmp_path_factory), device="cpu", kind="video")
+    file = transformer_lora(ltx.network.net, tmp_path / "ltx" / "style.safetensors", "LTXPipeline")
+    lora_round(ltx, file, height=32, width=32, frames=9)
+
+
+def test_a_lora_of_another_transformer_or_on_pixart_is_refused(tmp_path_factory, tmp_path):
+    from flow_fixtures import cached_flow_folder
+    from lora_fixtures import transformer_lora
+
+    from latentkit.errors import InvalidArgument
+
+    flux = Pipeline.load(cached_flow_folder(tmp_path_factory, "flux-dev"), device="cpu")
+    file = transformer_lora(flux.network.transformer, tmp_path / "flux.safetensors", "FluxPipeline")
+    sana = Pipeline.load(cached_dit_folder(tmp_path_factory, "sana"), device="cpu")
+    base = sana.generate(PROMPT, seed=1, steps=2).latents
+    with pytest.raises(InvalidArgument, match=r"flux\.safetensors .*Sana"):
+        sana.load_lora(file)
+    assert sana.loras == {}
+    assert torch.equal(sana.generate(PROMPT, seed=1, steps=2).latents, base)
+    pixart = Pipeline.load(cached_dit_folder(tmp_path_factory, "pixart-sigma"), device="cpu")
+    with pytest.raises(InvalidArgument, match=r"PixArt.* takes no LoRA .*no LoRA loader"):
+        pixart.load_lora(file)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from family_fixtures import single_thread
 from flow_fixtures import cached_flow_folder, flow_reference_latents, unpack_flux_latents
+from lora_fixtures import transformer_lora
 
 from latentkit.cli import main
 from latentkit.errors import InvalidArgument, ModelFileError
@@ -154,32 +155,12 @@ def test_a_missing_t5_tokenizer_says_which_files(tmp_path_factory, tmp_path) -> 
         Pipeline.load(folder, device="cpu")
 
 
-def transformer_lora(pipe: Pipeline, path: Path, pipeline: str, seed: int = 0) -> Path:
-    """A LoRA on the transformer's attention projections in diffusers' layout, made with peft and
-    saved by the family's own pipeline class (what its training scripts do)."""
-    import copy
-
-    import diffusers
-    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
-
-    transformer = copy.deepcopy(pipe.network.transformer)
-    config = LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v"],
-                        init_lora_weights=False)  # fmt: skip
-    torch.manual_seed(seed)
-    inject_adapter_in_model(config, transformer)
-    state = get_peft_model_state_dict(transformer)
-    getattr(diffusers, pipeline).save_lora_weights(
-        path.parent, weight_name=path.name, transformer_lora_layers=state
-    )
-    return path
-
-
 @pytest.mark.parametrize(
     ("family", "pipeline"), [("flux-dev", "FluxPipeline"), ("sd3", "StableDiffusion3Pipeline")]
 )
 def test_transformer_loras_load_scale_and_switch_off(family, pipeline, tmp_path_factory, tmp_path):
     pipe = Pipeline.load(cached_flow_folder(tmp_path_factory, family), device="cpu")
-    file = transformer_lora(pipe, tmp_path / "style.safetensors", pipeline)
+    file = transformer_lora(pipe.network.transformer, tmp_path / "style.safetensors", pipeline)
     base = ours(pipe, steps=2)
     pipe.load_lora(file, weight=0.8)
     adapted = ours(pipe, steps=2)
@@ -227,3 +208,22 @@ def test_served_over_the_rest_api(tmp_path_factory, tmp_path: Path) -> None:
         done = client.post("/api/generate?wait=true", json=body).json()
         assert done["status"] == "done", done
     assert main(["info", "--model", str(cached_flow_folder(tmp_path_factory, "sd3"))]) == 0
+
+
+def test_a_flux_size_model_is_refused_before_loading_with_its_figure(tmp_path_factory, tmp_path):
+    """The weights' size comes from the safetensors headers alone: a folder whose transformer
+    declares FLUX.1-dev's 11.9 billion parameters is refused at once, no tensor read."""
+    import struct
+
+    folder = tmp_path / "flux"
+    shutil.copytree(cached_flow_folder(tmp_path_factory, "flux-dev"), folder)
+    weights = next((folder / "transformer").glob("*.safetensors"))
+    header = {"x": {"dtype": "BF16", "shape": [11_901_408_320], "data_offsets": [0, 2]}}
+    data = json.dumps(header).encode()
+    weights.write_bytes(struct.pack("<Q", len(data)) + data + b"\0\0")
+    with pytest.raises(ModelFileError, match=r"FLUX.1-dev needs about 5[45]\.\d GB of memory for "
+                                             r"its weights in float32"):  # fmt: skip
+        Pipeline.load(folder, device="cpu")
+    with pytest.raises(ModelFileError, match=r"needs about 27\.\d GB of memory for its weights "
+                                             r"in bfloat16"):  # fmt: skip
+        Pipeline.load(folder, device="cpu", dtype=torch.bfloat16)

@@ -1,10 +1,11 @@
-"""LoRA files on Stable Diffusion 1.x/2.x, SDXL, SD3 and FLUX.1: the diffusers layout and the
-community (kohya-ss / AUTOMATIC1111 / Civitai) layouts, loaded through diffusers' public LoRA
-loaders.
+"""LoRA files on Stable Diffusion 1.x/2.x, SDXL, SD3, FLUX.1, Sana and LTX-Video: the diffusers
+layout and the community (kohya-ss / AUTOMATIC1111 / Civitai) layouts, loaded through diffusers'
+public LoRA loaders.
 
-A diffusers pipeline object is built around the already-loaded UNet and text encoders (no
-copies) only to reach `lora_state_dict`, `load_lora_into_unet/_text_encoder`, `set_adapters`
-and `fuse_lora`. Two things are done here because diffusers does not do them:
+A diffusers pipeline object is built around the already-loaded UNet or transformer and text
+encoders (no copies) only to reach `lora_state_dict`, `load_lora_into_unet/_text_encoder`,
+`load_lora_weights`, `set_adapters` and `fuse_lora`. Two things are done here because
+diffusers does not do them:
 - a kohya file's per-layer `alpha` is folded into its up matrix (alpha / rank), since diffusers
   keeps one alpha for the whole file and resized or dynamic-rank files would load wrongly;
 - the family a file was made for is read from its header before loading: the input width of the
@@ -15,6 +16,7 @@ and `fuse_lora`. Two things are done here because diffusers does not do them:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import re
 from pathlib import Path
 from typing import Any
@@ -65,23 +67,23 @@ def fold_kohya_alphas(tensors: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_unet_lora(header: dict[str, Any]) -> bool:
-    """A LoRA for a UNet (SD 1.x/2.x/XL) names down/up/input/output blocks or attn2."""
-    return any(
-        k.startswith(("lora_unet_down_blocks", "lora_unet_up_blocks", "lora_unet_input_blocks",
-                      "lora_unet_output_blocks", "unet."))
-        or ".attn2." in k or "_attn2_" in k
-        for k in header
-    )  # fmt: skip
+    """A LoRA for a UNet (SD 1.x/2.x/XL): kohya `lora_unet_` names, diffusers `unet.` names or
+    the older attention-processor layout's bare block names (transformers also have attn2)."""
+    prefixes = ("lora_unet_", "unet.", "down_blocks.", "up_blocks.", "mid_block.")
+    return any(k.startswith(prefixes) for k in header)
 
 
 class DiffusersLoras:
     """The `Adapters` of a diffusers-family model, through its diffusers pipeline's loaders:
-    LoRA on the UNet and text encoders (Stable Diffusion) or the transformer (SD3, FLUX.1)."""
+    LoRA on the UNet and text encoders (Stable Diffusion) or the transformer (SD3, FLUX.1, Sana,
+    LTX-Video)."""
 
-    def __init__(self, family: str, pipeline: str, network: Any, text: Any, title: str) -> None:
+    def __init__(self, family: str, pipeline: str, network: Any, text: Any, title: str,
+                 transformer: Any = None) -> None:  # fmt: skip
         self.family, self.pipeline_class, self.title = family, pipeline, title
         self.network, self.text = network, text
         self.unet = getattr(network, "unet", None)
+        self.transformer = transformer or getattr(network, "transformer", None)
         self._pipe: Any = None
         self.fused = False
 
@@ -91,25 +93,34 @@ class DiffusersLoras:
             import diffusers
 
             cls = getattr(diffusers, self.pipeline_class)
-            encoders = self.text.encoders
-            parts: dict[str, Any] = {"vae": None, "scheduler": None, "tokenizer": None}
-            parts["text_encoder"] = encoders[0]
-            if self.unet is not None:
-                parts["unet"] = self.unet
-                if len(encoders) > 1:
-                    parts.update(text_encoder_2=encoders[1], tokenizer_2=None,
-                                 add_watermarker=False)  # fmt: skip
-                else:
-                    parts.update(safety_checker=None, feature_extractor=None,
-                                 requires_safety_checker=False)  # fmt: skip
-            else:
-                parts.update(transformer=self.network.transformer, tokenizer_2=None,
-                             text_encoder_2=encoders[1])  # fmt: skip
-                if self.pipeline_class == "StableDiffusion3Pipeline":
-                    third = encoders[2] if len(encoders) > 2 else None
-                    parts.update(text_encoder_3=third, tokenizer_3=None)
+            parts = self._unet_parts() if self.unet is not None else self._transformer_parts(cls)
             self._pipe = cls(**parts)
         return self._pipe
+
+    def _unet_parts(self) -> dict[str, Any]:
+        encoders = self.text.encoders
+        parts: dict[str, Any] = {"vae": None, "scheduler": None, "tokenizer": None,
+                                 "unet": self.unet, "text_encoder": encoders[0]}  # fmt: skip
+        if len(encoders) > 1:
+            parts.update(text_encoder_2=encoders[1], tokenizer_2=None, add_watermarker=False)
+        else:
+            parts.update(safety_checker=None, feature_extractor=None,
+                         requires_safety_checker=False)  # fmt: skip
+        return parts
+
+    def _transformer_parts(self, cls: Any) -> dict[str, Any]:
+        """Every part the pipeline requires as None, then our transformer and text encoders
+        (text_encoder, text_encoder_2, ...): the loaders only touch those."""
+        required = [
+            name
+            for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name != "self" and p.default is inspect.Parameter.empty
+        ]
+        parts: dict[str, Any] = dict.fromkeys(required)
+        parts["transformer"] = self.transformer
+        for i, encoder in enumerate(self.text.encoders):
+            parts["text_encoder" if i == 0 else f"text_encoder_{i + 1}"] = encoder
+        return parts
 
     def check_family(self, path: Path, header: dict[str, Any]) -> None:
         if self.unet is None:  # a transformer family: a UNet LoRA cannot fit it
@@ -140,7 +151,7 @@ class DiffusersLoras:
             source = fold_kohya_alphas(load_file(path))
         pipe = self._pipeline()
         try:
-            if self.unet is None:  # SD3 / FLUX: the pipeline's loader knows their layouts
+            if self.unet is None:  # transformer families: the pipeline's loader knows their layouts
                 pipe.load_lora_weights(source, adapter_name=name, local_files_only=True)
             else:
                 self._load_unet_lora(pipe, source, name)
@@ -185,3 +196,25 @@ class DiffusersLoras:
         if self.fused:
             self._pipeline().unfuse_lora()
             self.fused = False
+
+
+class NoLoras:
+    """The `Adapters` of a family diffusers has no LoRA loader for: refuses, saying so."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+
+    def load(self, path: Path, name: str) -> None:
+        raise InvalidArgument(
+            f"{self.title} takes no LoRA in latentkit: diffusers has no LoRA loader for its "
+            f"pipeline, so {path.name} cannot be mapped onto it faithfully"
+        )
+
+    def set_weights(self, weights: dict[str, float]) -> None:
+        """Nothing is ever loaded, so there is nothing to weigh."""
+
+    def merge(self) -> None:
+        """Nothing to merge."""
+
+    def unmerge(self) -> None:
+        """Nothing to unmerge."""

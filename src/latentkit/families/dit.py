@@ -101,6 +101,7 @@ def build(
     """The components of a PixArt-alpha, PixArt-Sigma or Sana folder."""
     import diffusers
 
+    from latentkit.families.diffusers_lora import DiffusersLoras, NoLoras
     from latentkit.models.clip_text import PipelinePromptEncoder
     from latentkit.models.codec import Codec
 
@@ -141,6 +142,9 @@ def build(
     else:
         schedule = DiscreteVP.from_config(scheduler)
         network = PixArtNetwork(transformer, schedule, factor)
+    adapters: Any = NoLoras(title)
+    if sana:
+        adapters = DiffusersLoras(key, folder.pipeline, network, text, title)
     return Components(
         family=key,
         title=title,
@@ -153,6 +157,7 @@ def build(
         model_id=f"{folder.root.name}@{folder.fingerprint()}",
         source=folder.root,
         description=describe(folder, title, sana, factor, side, codec, text, transformer),
+        adapters=adapters,
     )
 
 

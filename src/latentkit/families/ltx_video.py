@@ -36,6 +36,7 @@ def build(
     """The components of an LTX-Video folder (LTXPipeline or LTXImageToVideoPipeline)."""
     import diffusers
 
+    from latentkit.families.diffusers_lora import DiffusersLoras
     from latentkit.models.clip_text import PipelinePromptEncoder
     from latentkit.models.video_codec import VideoCodec
     from latentkit.models.video_denoiser import VideoDenoiser
@@ -65,6 +66,7 @@ def build(
         model_id=f"{folder.root.name}@{folder.fingerprint()}",
         source=folder.root,
         description=describe(folder, codec, text, network),
+        adapters=DiffusersLoras("ltx-video", folder.pipeline, network, text, TITLE, network.net),
     )
 
 
