@@ -11,6 +11,7 @@ import torch
 from dit_fixtures import cached_dit_folder, dit_reference_latents
 from family_fixtures import single_thread
 from ltx_fixtures import cached_ltx_folder, ltx_reference_latents
+from PIL import Image
 
 from latentkit.cli import main
 from latentkit.pipeline import Pipeline
@@ -119,7 +120,7 @@ def test_sana_and_ltx_loras_load_scale_and_switch_off(tmp_path_factory, tmp_path
     lora_round(ltx, file, height=32, width=32, frames=9)
 
 
-def test_a_lora_of_another_transformer_or_on_pixart_is_refused(tmp_path_factory, tmp_path):
+def test_a_lora_of_another_transformer_or_on_pixart_is_refused(tmp_path_factory, tmp_path, ltx):
     from flow_fixtures import cached_flow_folder
     from lora_fixtures import transformer_lora
 
@@ -133,6 +134,66 @@ def test_a_lora_of_another_transformer_or_on_pixart_is_refused(tmp_path_factory,
         sana.load_lora(file)
     assert sana.loras == {}
     assert torch.equal(sana.generate(PROMPT, seed=1, steps=2).latents, base)
+    own = transformer_lora(sana.network.transformer, tmp_path / "sana.safetensors", "SanaPipeline")
+    with pytest.raises(InvalidArgument, match=r"sana\.safetensors .*FLUX\.1-dev"):
+        flux.load_lora(own)
+    with pytest.raises(InvalidArgument, match=r"sana\.safetensors .*LTX-Video"):
+        ltx[1].load_lora(own)
     pixart = Pipeline.load(cached_dit_folder(tmp_path_factory, "pixart-sigma"), device="cpu")
     with pytest.raises(InvalidArgument, match=r"PixArt.* takes no LoRA .*no LoRA loader"):
         pixart.load_lora(file)
+
+
+@pytest.mark.parametrize("family", ["pixart-alpha", "sana", "ltx-video"])
+def test_loads_and_generates_with_the_network_blocked(family, tmp_path_factory, monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted")
+
+    for target, name in ((socket.socket, "connect"), (socket, "create_connection"),
+                         (socket, "getaddrinfo")):  # fmt: skip
+        monkeypatch.setattr(target, name, refuse)
+    if family == "ltx-video":
+        pipe = Pipeline.load(cached_ltx_folder(tmp_path_factory), device="cpu", kind="video")
+        clip = pipe.generate(PROMPT, seed=0, steps=1, height=32, width=32, frames=9).clips[0]
+        assert clip.shape == (9, 32, 32, 3)
+    else:
+        pipe = Pipeline.load(cached_dit_folder(tmp_path_factory, family), device="cpu")
+        image = pipe.generate(PROMPT, seed=0, steps=1, height=32, width=32).images[0]
+        assert image.size == (32, 32)
+
+
+def test_served_over_the_rest_api_images_and_clips(tmp_path_factory, ltx, tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    from latentkit.server import create_app
+
+    sana = Pipeline.load(cached_dit_folder(tmp_path_factory, "sana"), device="cpu")
+    _, video = ltx
+    video.codec.native_size, video.codec.native_frames = (32, 32), 9  # 512x704x161 is too slow
+    with TestClient(create_app(pipe=sana, video_pipe=video, outputs=tmp_path)) as client:
+        model = client.get("/api/model").json()
+        assert model["family"] == "sana" and model["video"]
+        body = {"prompt": "a cat", "seed": 2, "steps": 2, "width": 64, "height": 64}
+        done = client.post("/api/generate?wait=true", json=body).json()
+        assert done["status"] == "done", done
+        done = client.post("/api/video?wait=true", json={"prompt": "a cat", "steps": 2}).json()
+        assert done["status"] == "done", done
+    clips = list(tmp_path.rglob("*.gif"))
+    assert len(clips) == 1 and Image.open(clips[0]).n_frames == 9
+
+
+def test_one_step_on_a_terminal_shifted_schedule_is_one_to_zero(ltx) -> None:
+    """diffusers stretches LTX's times to shift_terminal, 0/0 for a single time (NaN there)."""
+    import json
+
+    from latentkit.diffusion.external import FlowMatchSchedule
+
+    path, _ = ltx
+    config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    assert config["shift_terminal"]
+    schedule = FlowMatchSchedule(config, pipeline_sigmas=True)
+    assert schedule.times(1, tokens=16).tolist() == [1.0, 0.0]
+    times = schedule.times(4, tokens=16)
+    assert torch.isfinite(times).all() and bool((times[1:] < times[:-1]).all())

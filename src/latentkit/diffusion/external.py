@@ -129,6 +129,9 @@ class FlowMatchSchedule:
         check_positive_int("steps", steps)
         refuse_shift(shift)
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.config)
+        if steps == 1 and scheduler.config.get("shift_terminal"):
+            # stretching one time to the terminal is 0/0 in diffusers (NaN); one step is 1 -> 0
+            return torch.tensor([1.0, 0.0])
         kwargs: dict[str, Any] = {}
         if scheduler.config.use_dynamic_shifting:
             kwargs["mu"] = self.mu(tokens if tokens is not None else 4096)
