@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import functools
 import io
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -432,24 +430,15 @@ def build_dit_folder(
 def cached_dit_folder(
     tmp_path_factory, family: str, seed: int = 0, *, micro_conditions: bool = False
 ) -> Path:
-    """``build_dit_folder`` at most once per pytest session (per family, seed and variant).
+    """``build_dit_folder`` at most once per pytest session (per family, seed and variant)."""
+    from family_fixtures import cached_folder
 
-    Keyed on the session's base temp dir; wrap it in a session-scoped fixture. Built into a
-    scratch dir and renamed, so a half-written folder is never returned.
-    """
-    name = _folder_name(family, seed, micro_conditions)
-    base = Path(tmp_path_factory.getbasetemp()) / "dit_folders"
-    folder = base / name
-    if (folder / "model_index.json").is_file():
-        return folder
-    base.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tmp_path_factory.mktemp(f"build-{name}"))
-    built = build_dit_folder(scratch, family, seed, micro_conditions=micro_conditions)
-    try:
-        os.replace(built, folder)
-    except OSError:  # someone else finished first
-        shutil.rmtree(scratch, ignore_errors=True)
-    return folder
+    return cached_folder(
+        tmp_path_factory,
+        "dit_folders",
+        _folder_name(family, seed, micro_conditions),
+        lambda scratch: build_dit_folder(scratch, family, seed, micro_conditions=micro_conditions),
+    )
 
 
 # --- running the folders' own pipelines ----------------------------------------------------------

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -446,27 +447,38 @@ def build_family_folder(
     return folder
 
 
-def cached_family_folder(
-    tmp_path_factory, family: str, seed: int = 0, release_scheduler_config: bool = False
-) -> Path:
-    """``build_family_folder`` at most once per pytest session (per family and seed).
+def cached_folder(tmp_path_factory, group: str, name: str, build: Callable[[Path], Path]) -> Path:
+    """``build(scratch)`` at most once per pytest session, under ``<basetemp>/<group>/<name>``.
 
     Keyed on the session's base temp dir, so it needs no global state; wrap it in a
     session-scoped fixture. Built into a scratch dir and renamed, so a half-written folder is
     never returned.
     """
-    base = Path(tmp_path_factory.getbasetemp()) / "family_folders"
-    folder = base / (f"{family}-{seed}" + ("-release" if release_scheduler_config else ""))
+    base = Path(tmp_path_factory.getbasetemp()) / group
+    folder = base / name
     if (folder / "model_index.json").is_file():
         return folder
     base.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tmp_path_factory.mktemp(f"build-{family}-{seed}"))
-    built = build_family_folder(scratch, family, seed, release_scheduler_config)
+    scratch = Path(tmp_path_factory.mktemp(f"build-{name}"))
+    built = build(scratch)
     try:
         os.replace(built, folder)
     except OSError:  # someone else finished first
         shutil.rmtree(scratch, ignore_errors=True)
     return folder
+
+
+def cached_family_folder(
+    tmp_path_factory, family: str, seed: int = 0, release_scheduler_config: bool = False
+) -> Path:
+    """``build_family_folder`` at most once per pytest session (per family and seed)."""
+    name = f"{family}-{seed}" + ("-release" if release_scheduler_config else "")
+    return cached_folder(
+        tmp_path_factory,
+        "family_folders",
+        name,
+        lambda scratch: build_family_folder(scratch, family, seed, release_scheduler_config),
+    )
 
 
 @contextlib.contextmanager

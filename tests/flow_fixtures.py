@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -432,23 +430,15 @@ def build_flow_folder(root: Path, family: str, seed: int = 0) -> Path:
 
 
 def cached_flow_folder(tmp_path_factory, family: str, seed: int = 0) -> Path:
-    """``build_flow_folder`` at most once per pytest session (per family and seed).
+    """``build_flow_folder`` at most once per pytest session (per family and seed)."""
+    from family_fixtures import cached_folder
 
-    Keyed on the session's base temp dir; wrap it in a session-scoped fixture. Built into a
-    scratch dir and renamed, so a half-written folder is never returned.
-    """
-    base = Path(tmp_path_factory.getbasetemp()) / "flow_folders"
-    folder = base / f"{family}-{seed}"
-    if (folder / "model_index.json").is_file():
-        return folder
-    base.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tmp_path_factory.mktemp(f"build-{family}-{seed}"))
-    built = build_flow_folder(scratch, family, seed)
-    try:
-        os.replace(built, folder)
-    except OSError:  # someone else finished first
-        shutil.rmtree(scratch, ignore_errors=True)
-    return folder
+    return cached_folder(
+        tmp_path_factory,
+        "flow_folders",
+        f"{family}-{seed}",
+        lambda scratch: build_flow_folder(scratch, family, seed),
+    )
 
 
 # --- running the folders' own pipelines --------------------------------------------------------

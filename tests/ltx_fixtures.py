@@ -28,8 +28,6 @@ weights, tokenizer and reference latents.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -201,24 +199,17 @@ def build_ltx_folder(root: Path, seed: int = 0, *, timestep_conditioning: bool =
 def cached_ltx_folder(
     tmp_path_factory, seed: int = 0, *, timestep_conditioning: bool = False
 ) -> Path:
-    """``build_ltx_folder`` at most once per pytest session (per seed and variant).
+    """``build_ltx_folder`` at most once per pytest session (per seed and variant)."""
+    from family_fixtures import cached_folder
 
-    Keyed on the session's base temp dir; wrap it in a session-scoped fixture. Built into a
-    scratch dir and renamed, so a half-written folder is never returned.
-    """
-    name = _folder_name(seed, timestep_conditioning)
-    base = Path(tmp_path_factory.getbasetemp()) / "ltx_folders"
-    folder = base / name
-    if (folder / "model_index.json").is_file():
-        return folder
-    base.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tmp_path_factory.mktemp(f"build-{name}"))
-    built = build_ltx_folder(scratch, seed, timestep_conditioning=timestep_conditioning)
-    try:
-        os.replace(built, folder)
-    except OSError:  # someone else finished first
-        shutil.rmtree(scratch, ignore_errors=True)
-    return folder
+    return cached_folder(
+        tmp_path_factory,
+        "ltx_folders",
+        _folder_name(seed, timestep_conditioning),
+        lambda scratch: build_ltx_folder(
+            scratch, seed, timestep_conditioning=timestep_conditioning
+        ),
+    )
 
 
 # --- packing and the schedule, as the pipelines do them -----------------------------------------

@@ -33,6 +33,9 @@ ModelOpt = Annotated[
     typer.Option("--model", help="Model folder (default: the shipped model, or $LATENTKIT_MODEL)."),
 ]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if available).")]
+KeepSizeOpt = Annotated[
+    bool, typer.Option(help="Work at the image's own size, not the model's native size.")
+]
 GuidanceOpt = Annotated[
     float | None,
     typer.Option(help="FLUX.1-dev: its distilled guidance (default 3.5); cfg stays 1."),
@@ -219,9 +222,7 @@ def invert(
     offload: OffloadOpt = False,
     vae: VaeOpt = None,
     device: DeviceOpt = None,
-    keep_size: Annotated[
-        bool, typer.Option(help="Work at the image's own size, not the model's native size.")
-    ] = False,
+    keep_size: KeepSizeOpt = False,
 ) -> None:
     """Find the noise that regenerates an image; `generate --noise FILE` then edits from it."""
     from latentkit.ops import invert as invert_image
@@ -319,9 +320,7 @@ def img2img_cmd(
     sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
     prediction: PredictionOpt = None, offload: OffloadOpt = False,
     vae: VaeOpt = None, device: DeviceOpt = None,
-    keep_size: Annotated[
-        bool, typer.Option(help="Work at the image's own size, not the model's native size.")
-    ] = False,
+    keep_size: KeepSizeOpt = False,
     guidance: GuidanceOpt = None,
     true_cfg: TrueCfgOpt = False,
 ) -> None:  # fmt: skip
@@ -352,9 +351,7 @@ def inpaint_cmd(
     sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
     prediction: PredictionOpt = None, offload: OffloadOpt = False,
     vae: VaeOpt = None, device: DeviceOpt = None,
-    keep_size: Annotated[
-        bool, typer.Option(help="Work at the image's own size, not the model's native size.")
-    ] = False,
+    keep_size: KeepSizeOpt = False,
     guidance: GuidanceOpt = None,
     true_cfg: TrueCfgOpt = False,
 ) -> None:  # fmt: skip
@@ -383,9 +380,7 @@ def outpaint_cmd(
     sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
     prediction: PredictionOpt = None, offload: OffloadOpt = False,
     vae: VaeOpt = None, device: DeviceOpt = None,
-    keep_size: Annotated[
-        bool, typer.Option(help="Work at the image's own size, not the model's native size.")
-    ] = False,
+    keep_size: KeepSizeOpt = False,
     guidance: GuidanceOpt = None,
     true_cfg: TrueCfgOpt = False,
 ) -> None:  # fmt: skip
@@ -539,9 +534,7 @@ def edit(
     offload: OffloadOpt = False,
     vae: VaeOpt = None,
     device: DeviceOpt = None,
-    keep_size: Annotated[
-        bool, typer.Option(help="Work at the image's own size, not the model's native size.")
-    ] = False,
+    keep_size: KeepSizeOpt = False,
 ) -> None:
     """Move an image along a direction (latent: directly; text: through inversion)."""
     from latentkit.ops.directions import Direction, edit_image

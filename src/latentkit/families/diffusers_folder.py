@@ -158,6 +158,11 @@ class Folder:
                 h.update(header_bytes(f))
         return h.hexdigest()[:12]
 
+    def identity(self) -> dict[str, Any]:
+        """The `Components` fields naming the model: folder name, fingerprinted id, source."""
+        return {"name": self.root.name, "model_id": f"{self.root.name}@{self.fingerprint()}",
+                "source": self.root}  # fmt: skip
+
 
 def _variant(files: list[Path]) -> str | None:
     """'fp16' when the folder only has diffusion_pytorch_model.fp16.safetensors-style files."""

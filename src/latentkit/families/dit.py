@@ -153,9 +153,7 @@ def build(
         network=network,
         schedule=schedule,
         defaults=DEFAULTS,
-        name=folder.root.name,
-        model_id=f"{folder.root.name}@{folder.fingerprint()}",
-        source=folder.root,
+        **folder.identity(),
         description=describe(folder, title, sana, factor, side, codec, text, transformer),
         adapters=adapters,
     )

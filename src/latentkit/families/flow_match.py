@@ -173,9 +173,7 @@ def build(
         network=network,
         schedule=schedule,
         defaults=DEFAULTS[family],
-        name=folder.root.name,
-        model_id=f"{folder.root.name}@{folder.fingerprint()}",
-        source=folder.root,
+        **folder.identity(),
         description=describe(family, folder, codec, text, network, schedule),
         adapters=DiffusersLoras(family, folder.pipeline, network, text, title),
     )

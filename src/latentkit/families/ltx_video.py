@@ -62,9 +62,7 @@ def build(
         network=network,
         schedule=schedule,
         defaults=DEFAULTS,
-        name=folder.root.name,
-        model_id=f"{folder.root.name}@{folder.fingerprint()}",
-        source=folder.root,
+        **folder.identity(),
         description=describe(folder, codec, text, network),
         adapters=DiffusersLoras("ltx-video", folder.pipeline, network, text, TITLE, network.net),
     )
