@@ -634,3 +634,319 @@ def read_header(path: Path) -> dict[str, Any]:
     with open(path, "rb") as f:
         size = int.from_bytes(f.read(8), "little")
         return json.loads(f.read(size))
+
+
+# --------------------------------------------------------------------------------------------
+# SD3 / FLUX.1: diffusers -> original (Stability MMDiT / BFL) names, and folder -> one file
+# --------------------------------------------------------------------------------------------
+#
+# The inverse of diffusers' ``convert_sd3_transformer_checkpoint_to_diffusers`` /
+# ``convert_flux_transformer_checkpoint_to_diffusers``: q/k/v projections are fused back into one
+# ``qkv`` Linear (q, k, v stacked along dim 0; FLUX single blocks also append the MLP input
+# projection: ``linear1`` = [q; k; v; mlp]), and the final adaLN (``norm_out.linear``, plus SD3's
+# last ``norm1_context``) gets its halves swapped back: the originals emit (shift, scale),
+# diffusers' ``AdaLayerNormContinuous`` (scale, shift).
+
+SD3_TRANSFORMER_PREFIX = UNET_PREFIX  # Stability's files: model.diffusion_model.joint_blocks...
+SD3_CLIP_L_PREFIX = "text_encoders.clip_l.transformer."
+SD3_CLIP_G_PREFIX = "text_encoders.clip_g.transformer."
+SD3_T5_PREFIX = "text_encoders.t5xxl.transformer."
+FLOW_SINGLE_FILE_FAMILIES = ("sd3", "flux-dev", "flux-schnell")
+# Default transformer prefix per family: Stability's SD3 file nests the MMDiT under
+# model.diffusion_model.; BFL's flux1-dev/schnell.safetensors use bare names (ComfyUI re-saves
+# add model.diffusion_model.).
+FLOW_DEFAULT_PREFIX = {"sd3": SD3_TRANSFORMER_PREFIX, "flux-dev": "", "flux-schnell": ""}
+_FLOW_TRANSFORMER_CLASS = {
+    "sd3": "SD3Transformer2DModel",
+    "flux-dev": "FluxTransformer2DModel",
+    "flux-schnell": "FluxTransformer2DModel",
+}
+
+# Renames by prefix (entries ending in ".") or exact name (the rest), per block and top level.
+_SD3_TOP = {
+    "pos_embed.pos_embed": "pos_embed",
+    "pos_embed.proj.": "x_embedder.proj.",
+    "time_text_embed.timestep_embedder.linear_1.": "t_embedder.mlp.0.",
+    "time_text_embed.timestep_embedder.linear_2.": "t_embedder.mlp.2.",
+    "time_text_embed.text_embedder.linear_1.": "y_embedder.mlp.0.",
+    "time_text_embed.text_embedder.linear_2.": "y_embedder.mlp.2.",
+    "context_embedder.": "context_embedder.",
+    "proj_out.": "final_layer.linear.",
+    "norm_out.linear.": "final_layer.adaLN_modulation.1.",
+}
+_SD3_BLOCK = {
+    "attn.to_out.0.": "x_block.attn.proj.",
+    "attn.to_add_out.": "context_block.attn.proj.",
+    "attn.norm_q.": "x_block.attn.ln_q.",
+    "attn.norm_k.": "x_block.attn.ln_k.",
+    "attn.norm_added_q.": "context_block.attn.ln_q.",
+    "attn.norm_added_k.": "context_block.attn.ln_k.",
+    "attn2.to_out.0.": "x_block.attn2.proj.",
+    "attn2.norm_q.": "x_block.attn2.ln_q.",
+    "attn2.norm_k.": "x_block.attn2.ln_k.",
+    "norm1.linear.": "x_block.adaLN_modulation.1.",
+    "norm1_context.linear.": "context_block.adaLN_modulation.1.",
+    "ff.net.0.proj.": "x_block.mlp.fc1.",
+    "ff.net.2.": "x_block.mlp.fc2.",
+    "ff_context.net.0.proj.": "context_block.mlp.fc1.",
+    "ff_context.net.2.": "context_block.mlp.fc2.",
+}
+_SD3_FUSED = {
+    "x_block.attn.qkv.": ("attn.to_q.", "attn.to_k.", "attn.to_v."),
+    "context_block.attn.qkv.": ("attn.add_q_proj.", "attn.add_k_proj.", "attn.add_v_proj."),
+    "x_block.attn2.qkv.": ("attn2.to_q.", "attn2.to_k.", "attn2.to_v."),
+}
+_FLUX_TOP = {
+    "time_text_embed.timestep_embedder.linear_1.": "time_in.in_layer.",
+    "time_text_embed.timestep_embedder.linear_2.": "time_in.out_layer.",
+    "time_text_embed.text_embedder.linear_1.": "vector_in.in_layer.",
+    "time_text_embed.text_embedder.linear_2.": "vector_in.out_layer.",
+    "time_text_embed.guidance_embedder.linear_1.": "guidance_in.in_layer.",
+    "time_text_embed.guidance_embedder.linear_2.": "guidance_in.out_layer.",
+    "context_embedder.": "txt_in.",
+    "x_embedder.": "img_in.",
+    "proj_out.": "final_layer.linear.",
+    "norm_out.linear.": "final_layer.adaLN_modulation.1.",
+}
+_FLUX_DOUBLE = {
+    "norm1.linear.": "img_mod.lin.",
+    "norm1_context.linear.": "txt_mod.lin.",
+    "attn.norm_q.weight": "img_attn.norm.query_norm.scale",
+    "attn.norm_k.weight": "img_attn.norm.key_norm.scale",
+    "attn.norm_added_q.weight": "txt_attn.norm.query_norm.scale",
+    "attn.norm_added_k.weight": "txt_attn.norm.key_norm.scale",
+    "attn.to_out.0.": "img_attn.proj.",
+    "attn.to_add_out.": "txt_attn.proj.",
+    "ff.net.0.proj.": "img_mlp.0.",
+    "ff.net.2.": "img_mlp.2.",
+    "ff_context.net.0.proj.": "txt_mlp.0.",
+    "ff_context.net.2.": "txt_mlp.2.",
+}
+_FLUX_DOUBLE_FUSED = {
+    "img_attn.qkv.": ("attn.to_q.", "attn.to_k.", "attn.to_v."),
+    "txt_attn.qkv.": ("attn.add_q_proj.", "attn.add_k_proj.", "attn.add_v_proj."),
+}
+_FLUX_SINGLE = {
+    "norm.linear.": "modulation.lin.",
+    "attn.norm_q.weight": "norm.query_norm.scale",
+    "attn.norm_k.weight": "norm.key_norm.scale",
+    "proj_out.": "linear2.",
+}
+_FLUX_SINGLE_FUSED = {"linear1.": ("attn.to_q.", "attn.to_k.", "attn.to_v.", "proj_mlp.")}
+
+
+def _swap_halves(t: torch.Tensor) -> torch.Tensor:
+    """(a, b) -> (b, a) along dim 0: diffusers' ``swap_scale_shift``, which is its own inverse."""
+    first, second = t.chunk(2, dim=0)
+    return torch.cat([second, first], dim=0)
+
+
+def _renamed(name: str, table: Mapping[str, str]) -> str | None:
+    for old, new in table.items():
+        if old.endswith("."):
+            if name.startswith(old):
+                return new + name[len(old) :]
+        elif name == old:
+            return new
+    return None
+
+
+def _blocks_to_original(
+    sd: dict[str, torch.Tensor],
+    src: str,
+    dst: str,
+    table: Mapping[str, str],
+    fused: Mapping[str, tuple[str, ...]],
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Pop every ``{src}.N.*`` key of ``sd``; return ``{N: {original name: tensor}}`` with names
+    ``{dst}.N.*`` (``fused`` parts concatenated along dim 0, in the order given)."""
+    pattern = re.compile(rf"{re.escape(src)}\.(\d+)\.(.+)")
+    indices = sorted({int(m[1]) for k in sd if (m := pattern.fullmatch(k))})
+    blocks: dict[int, dict[str, torch.Tensor]] = {}
+    for i in indices:
+        pre, out = f"{src}.{i}.", {}
+        for target, parts in fused.items():
+            for key in [k for k in sd if k.startswith(pre + parts[0])]:
+                suffix = key[len(pre + parts[0]) :]
+                out[f"{dst}.{i}.{target}{suffix}"] = torch.cat(
+                    [sd.pop(pre + part + suffix) for part in parts], dim=0
+                )
+        for key in [k for k in sd if k.startswith(pre)]:
+            name = _renamed(key[len(pre) :], table)
+            if name is None:
+                raise KeyError(f"no original name known for transformer key {key!r}")
+            out[f"{dst}.{i}.{name}"] = sd.pop(key)
+        blocks[i] = out
+    return blocks
+
+
+def _top_to_original(sd: dict[str, torch.Tensor], table: Mapping[str, str]) -> dict:
+    out = {}
+    for key in list(sd):
+        name = _renamed(key, table)
+        if name is None:
+            raise KeyError(f"no original name known for transformer key {key!r}")
+        value = sd.pop(key)
+        out[name] = _swap_halves(value) if key.startswith("norm_out.linear.") else value
+    return out
+
+
+def sd3_transformer_to_original(
+    state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]
+) -> dict[str, torch.Tensor]:
+    """diffusers ``SD3Transformer2DModel`` state dict -> Stability's MMDiT names (no file prefix).
+
+    ``transformer_blocks.N`` -> ``joint_blocks.N.{x_block,context_block}``: ``attn.qkv`` fused
+    from to_q/k/v (image stream) and add_q/k/v_proj (text stream), ``attn.proj``, ``attn.ln_q`` /
+    ``ln_k`` (SD3.5 qk-norm), ``attn2.*`` (SD3.5-medium dual attention), ``adaLN_modulation.1``,
+    ``mlp.fc1`` / ``fc2``. The last block's context stream is "pre-only" (adaLN and qkv, no proj
+    or MLP) and its adaLN halves are swapped back, as is ``final_layer.adaLN_modulation.1``.
+    Top level: ``pos_embed``, ``x_embedder.proj``, ``t_embedder.mlp.{0,2}``,
+    ``y_embedder.mlp.{0,2}``, ``context_embedder``, ``final_layer.linear``.
+    """
+    sd = dict(state_dict)
+    last = int(config["num_layers"]) - 1
+    blocks = _blocks_to_original(sd, "transformer_blocks", "joint_blocks", _SD3_BLOCK, _SD3_FUSED)
+    if sorted(blocks) != list(range(last + 1)):
+        raise ValueError(f"expected transformer_blocks 0..{last}, found {sorted(blocks)}")
+    out: dict[str, torch.Tensor] = {}
+    for i, block in blocks.items():
+        for name, value in block.items():
+            if i == last and ".context_block.adaLN_modulation.1." in name:
+                value = _swap_halves(value)
+            out[name] = value
+    out.update(_top_to_original(sd, _SD3_TOP))
+    return out
+
+
+def flux_transformer_to_original(
+    state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]
+) -> dict[str, torch.Tensor]:
+    """diffusers ``FluxTransformer2DModel`` state dict -> BFL's names (no file prefix).
+
+    ``transformer_blocks.N`` -> ``double_blocks.N.{img,txt}_{mod.lin,attn.qkv,attn.proj,
+    attn.norm.{query,key}_norm.scale,mlp.{0,2}}`` (qkv fused from to_q/k/v resp. add_*_proj);
+    ``single_transformer_blocks.N`` -> ``single_blocks.N.{modulation.lin,linear1,linear2,
+    norm.{query,key}_norm.scale}`` with ``linear1`` = [q; k; v; proj_mlp]. Top level:
+    ``img_in``, ``txt_in``, ``time_in`` / ``vector_in`` / ``guidance_in`` (dev only)
+    ``.{in,out}_layer``, ``final_layer.linear`` and ``final_layer.adaLN_modulation.1`` (halves
+    swapped back to (shift, scale)).
+    """
+    sd = dict(state_dict)
+    out: dict[str, torch.Tensor] = {}
+    for src, dst, table, fused, count in (
+        ("transformer_blocks", "double_blocks", _FLUX_DOUBLE, _FLUX_DOUBLE_FUSED, "num_layers"),
+        (
+            "single_transformer_blocks",
+            "single_blocks",
+            _FLUX_SINGLE,
+            _FLUX_SINGLE_FUSED,
+            "num_single_layers",
+        ),
+    ):
+        blocks = _blocks_to_original(sd, src, dst, table, fused)
+        if sorted(blocks) != list(range(int(config[count]))):
+            raise ValueError(f"expected {config[count]} {src}, found {sorted(blocks)}")
+        for block in blocks.values():
+            out.update(block)
+    out.update(_top_to_original(sd, _FLUX_TOP))
+    return out
+
+
+def _hf_clip_names(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF CLIP text model names with the ``text_model.`` level (transformers >= 5.6 saves a plain
+    ``CLIPTextModel`` without it); ``text_projection.weight`` stays at the top."""
+    return {
+        k if k.startswith(("text_model.", "text_projection.")) else "text_model." + k: v
+        for k, v in state_dict.items()
+    }
+
+
+def _t5_names(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``T5EncoderModel`` names; the tied input embedding under both ``shared.weight`` (what
+    diffusers' ``is_t5_in_single_file`` looks for) and ``encoder.embed_tokens.weight``."""
+    out = dict(state_dict)
+    shared = out.get("shared.weight", out.get("encoder.embed_tokens.weight"))
+    if shared is None:
+        raise KeyError("T5 state dict has neither shared.weight nor encoder.embed_tokens.weight")
+    out.setdefault("shared.weight", shared)
+    out.setdefault("encoder.embed_tokens.weight", shared)
+    return out
+
+
+def _write_file(tensors: Mapping[str, torch.Tensor], out: Path) -> Path:
+    """safetensors ``save_file`` of contiguous CPU copies; written then renamed (see
+    ``to_single_file``)."""
+    from safetensors.torch import save_file
+
+    data = {
+        k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format)
+        for k, v in tensors.items()
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    save_file(data, str(partial), metadata={"format": "pt"})
+    partial.replace(out)
+    return out
+
+
+def flow_to_single_file(
+    folder: Path,
+    family: str,
+    out: Path,
+    *,
+    text_encoders: bool = True,
+    vae: bool = True,
+    prefix: str | None = None,
+) -> Path:
+    """Write a tiny SD3 / FLUX.1 diffusers folder (``flow_fixtures.build_flow_folder``) as ONE
+    safetensors file in the layout the model's authors ship. Returns ``out``.
+
+    - "sd3": as Stability's ``sd3_medium_incl_clips_t5xxlfp8.safetensors``: the MMDiT under
+      ``prefix`` (default ``model.diffusion_model.``; see ``sd3_transformer_to_original``), the
+      VAE under ``first_stage_model.`` (LDM names) when ``vae``, and when ``text_encoders`` the
+      three encoders with HF names under ``text_encoders.clip_l.transformer.`` (``text_model.*``,
+      ``text_projection.weight``), ``text_encoders.clip_g.transformer.`` (same) and
+      ``text_encoders.t5xxl.transformer.`` (``shared.weight``, ``encoder.embed_tokens.weight``,
+      ``encoder.block.*``, ``encoder.final_layer_norm.weight``).
+    - "flux-dev" / "flux-schnell": the transformer alone, as BFL's ``flux1-dev.safetensors``
+      (``prefix`` default "": ``double_blocks.0.img_attn.qkv.weight``; pass
+      ``"model.diffusion_model."`` for a ComfyUI re-save). ``text_encoders`` / ``vae`` do not
+      apply: BFL ships the VAE separately (``flux_vae_to_single_file``) and the encoders as
+      their HF repos.
+
+    Tensors keep the folder's dtype (fp32).
+    """
+    if family not in FLOW_SINGLE_FILE_FAMILIES:
+        raise ValueError(f"unknown flow family {family!r}; expected {FLOW_SINGLE_FILE_FAMILIES}")
+    folder = Path(folder)
+    prefix = FLOW_DEFAULT_PREFIX[family] if prefix is None else prefix
+    transformer, config = _component(folder, "transformer")
+    if config.get("_class_name") != _FLOW_TRANSFORMER_CLASS[family]:
+        raise ValueError(f"{folder} holds a {config.get('_class_name')}, not a {family} model")
+    convert = sd3_transformer_to_original if family == "sd3" else flux_transformer_to_original
+    tensors = {prefix + k: v for k, v in convert(transformer, config).items()}
+    if family == "sd3":
+        parts: dict[str, dict[str, torch.Tensor]] = {}
+        if vae:
+            vae_sd, vae_config = _component(folder, "vae")
+            parts[VAE_PREFIX] = vae_to_original(vae_sd, vae_config)
+        if text_encoders:
+            parts[SD3_CLIP_L_PREFIX] = _hf_clip_names(_component(folder, "text_encoder")[0])
+            parts[SD3_CLIP_G_PREFIX] = _hf_clip_names(_component(folder, "text_encoder_2")[0])
+            parts[SD3_T5_PREFIX] = _t5_names(_component(folder, "text_encoder_3")[0])
+        for part_prefix, part in parts.items():
+            for k, v in part.items():
+                if part_prefix + k in tensors:
+                    raise ValueError(f"{part_prefix + k!r} collides with a transformer key")
+                tensors[part_prefix + k] = v
+    return _write_file(tensors, out)
+
+
+def flux_vae_to_single_file(folder: Path, out: Path) -> Path:
+    """Write the folder's VAE as BFL's ``ae.safetensors``: bare LDM names (``encoder.down.0.block
+    .0.conv1.weight``, ``decoder.up.3...``, ``encoder.mid.attn_1.q.weight`` as 1x1 convs), no
+    ``quant_conv`` / ``post_quant_conv`` (the FLUX VAE has none). Returns ``out``."""
+    vae_sd, vae_config = _component(Path(folder), "vae")
+    return _write_file(vae_to_original(vae_sd, vae_config), out)
