@@ -3,7 +3,9 @@
 A single .safetensors checkpoint carries weights but no configs; diffusers' from_single_file
 goes online for them unless `config=` names a local folder holding the family's configs. These
 are those folders, for the released architectures: Stable Diffusion 1.x (v1-5), 2.x (2-1, 768 px
-v-prediction) and SDXL base 1.0. Each config is what diffusers' own classes write for that
+v-prediction), SDXL base 1.0 and SD3 medium (whose transformer config latentkit rewrites from
+each file's header at load time, so SD3.5 large and medium files load too; SD3's T5 tokenizer
+cannot be shipped and comes from --base). Each config is what diffusers' own classes write for that
 architecture (built on the meta device, no weights), the tokenizer settings those releases use;
 vocab.json and merges.txt are rebuilt at load time from the CLIP BPE latentkit ships.
 
@@ -74,6 +76,8 @@ def module_config(cls, **kwargs) -> dict:
     with init_empty_weights():
         model = cls(**kwargs)
     config = dict(model.config)
+    if "_use_default_values" in config:  # a set inside diffusers: sorted, so reruns match
+        config["_use_default_values"] = sorted(config["_use_default_values"])
     config["_class_name"] = cls.__name__
     config["_diffusers_version"] = diffusers.__version__
     return config
@@ -110,6 +114,49 @@ def family(name: str, pipeline: str, unet: dict, vae_scale: float, encoders: lis
     write(root, "model_index.json", index)
 
 
+T5_XXL = {"d_model": 4096, "d_ff": 10240, "d_kv": 64, "num_heads": 64, "num_layers": 24,
+          "vocab_size": 32128, "feed_forward_proj": "gated-gelu", "layer_norm_epsilon": 1e-6,
+          "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128,
+          "tie_word_embeddings": False}  # fmt: skip
+SD3_TRANSFORMER = {"sample_size": 128, "patch_size": 2, "in_channels": 16, "out_channels": 16,
+                   "num_layers": 24, "attention_head_dim": 64, "num_attention_heads": 24,
+                   "joint_attention_dim": 4096, "caption_projection_dim": 1536,
+                   "pooled_projection_dim": 2048, "pos_embed_max_size": 192}  # fmt: skip
+
+
+def sd3() -> None:
+    """SD3 medium: MMDiT, a 16-channel VAE without quant convs, CLIP-L and CLIP-G with
+    projections, T5-XXL; the flow-matching scheduler with shift 3."""
+    root = OUT / "sd3"
+    index = {"_class_name": "StableDiffusion3Pipeline", "_diffusers_version": diffusers.__version__,
+             "transformer": ["diffusers", "SD3Transformer2DModel"],
+             "vae": ["diffusers", "AutoencoderKL"],
+             "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+             "text_encoder_3": ["transformers", "T5EncoderModel"],
+             "tokenizer_3": ["transformers", "T5TokenizerFast"],
+             "image_encoder": [None, None], "feature_extractor": [None, None]}  # fmt: skip
+    transformer = module_config(diffusers.SD3Transformer2DModel, **SD3_TRANSFORMER)
+    write(root / "transformer", "config.json", transformer)
+    vae = module_config(diffusers.AutoencoderKL, **{**VAE, "latent_channels": 16},
+                        scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False,
+                        use_post_quant_conv=False)  # fmt: skip
+    write(root / "vae", "config.json", vae)
+    for i, (values, pad) in enumerate(((CLIP_L, "<|endoftext|>"), (OPENCLIP_G, "!"))):
+        suffix = "" if i == 0 else f"_{i + 1}"
+        config = text_config("CLIPTextModelWithProjection", values)
+        write(root / f"text_encoder{suffix}", "config.json", config)
+        write(root / f"tokenizer{suffix}", "tokenizer_config.json", tokenizer_config(pad))
+        index[f"text_encoder{suffix}"] = ["transformers", "CLIPTextModelWithProjection"]
+        index[f"tokenizer{suffix}"] = ["transformers", "CLIPTokenizer"]
+    t5 = transformers.T5Config(**T5_XXL).to_dict()
+    t5["architectures"] = ["T5EncoderModel"]
+    write(root / "text_encoder_3", "config.json", t5)
+    sched = {"_class_name": "FlowMatchEulerDiscreteScheduler", "_diffusers_version": "0.29.0",
+             "num_train_timesteps": 1000, "shift": 3.0}  # fmt: skip
+    write(root / "scheduler", "scheduler_config.json", sched)
+    write(root, "model_index.json", index)
+
+
 def main() -> None:
     sd_index = {"safety_checker": [None, None], "feature_extractor": [None, None],
                 "requires_safety_checker": False}  # fmt: skip
@@ -128,6 +175,7 @@ def main() -> None:
            ("EulerDiscreteScheduler", {"timestep_spacing": "leading", "prediction_type": "epsilon",
                                        "interpolation_type": "linear"}),
            {"force_zeros_for_empty_prompt": True, "add_watermarker": None})  # fmt: skip
+    sd3()
     print(f"wrote {OUT}")
 
 

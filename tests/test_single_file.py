@@ -83,16 +83,18 @@ def test_prediction_evidence_order(tiny_skeletons, tmp_path_factory) -> None:
 
 @pytest.mark.parametrize(
     ("family", "prefix", "found"),
-    [("sd1", None, "sd1"), ("sd2", None, "sd2"), ("sdxl", None, "sdxl")],
+    [("sd1", None, "sd1"), ("sd2", None, "sd2"), ("sdxl", None, "sdxl"), ("sd3", None, "sd3")],
 )
 def test_families_are_read_from_the_header_alone(family, prefix, found) -> None:
     assert single_file.detect(synthetic_header(family), Path("x.safetensors")) == found
+    if family == "sd3":  # Stability's prefix or none (a re-save)
+        bare = synthetic_header(family, prefix="")
+        assert single_file.detect(bare, Path("x.safetensors")) == found
 
 
 @pytest.mark.parametrize(
     ("family", "title"),
-    [("sd3", "SD3"), ("flux-dev", "FLUX.1"), ("flux-schnell", "FLUX.1"), ("sana", "Sana"),
-     ("ltx", "LTX-Video")],
+    [("flux-dev", "FLUX.1"), ("flux-schnell", "FLUX.1"), ("sana", "Sana"), ("ltx", "LTX-Video")],
 )  # fmt: skip
 def test_other_families_are_named_not_misread(family, title) -> None:
     for prefix in ("", "model.diffusion_model."):
@@ -141,6 +143,8 @@ REAL_PARAMETERS = {  # the released models' parameter counts
     ("sd1", "unet"): 859_520_964, ("sd1", "vae"): 83_653_863, ("sd1", "text_encoder"): 123_060_480,
     ("sd2", "unet"): 865_910_724, ("sd2", "text_encoder"): 340_387_840,
     ("sdxl", "unet"): 2_567_463_684, ("sdxl", "text_encoder_2"): 694_659_840,
+    ("sd3", "transformer"): 2_028_328_000, ("sd3", "text_encoder"): 123_650_304,
+    ("sd3", "text_encoder_2"): 694_659_840,
 }  # fmt: skip
 
 

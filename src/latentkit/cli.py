@@ -48,6 +48,11 @@ VaeOpt = Annotated[
     Path | None,
     typer.Option("--vae", help="A standalone VAE .safetensors to use instead of the model's."),
 ]
+BaseOpt = Annotated[
+    Path | None,
+    typer.Option("--base", help="A diffusers folder giving a single file the parts it lacks "
+                 "(an SD3.5 file's text encoders and VAE)."),
+]  # fmt: skip
 OffloadOpt = Annotated[
     bool,
     typer.Option(help="Keep weights in CPU memory, each part on the GPU only while it runs."),
@@ -104,12 +109,13 @@ def load_pipeline(
     offload: bool = False,
     kind: str = "image",
     vae: Path | None = None,
+    base: Path | None = None,
 ):
     """The model's pipeline; another family's model says on stderr what it was taken for."""
     from latentkit.pipeline import Pipeline
 
     pipe = Pipeline.load(model, device=device, prediction=prediction, kind=kind, offload=offload,
-                         vae=vae)  # fmt: skip
+                         vae=vae, base=base)  # fmt: skip
     if pipe.is_video != (kind == "video"):
         found = "a video" if pipe.is_video else "an image"
         other = "latentkit video" if pipe.is_video else "an image command such as generate"
@@ -142,6 +148,7 @@ def generate(
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
     vae: VaeOpt = None,
+    base: BaseOpt = None,
     out: Annotated[
         Path, typer.Option(help="Output PNG; with --n > 1, out-0.png, out-1.png ...")
     ] = Path("latentkit.png"),
@@ -163,7 +170,7 @@ def generate(
     from latentkit.pipeline import Recipe
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     add_adapters(pipe, lora, token_file)
     if noise is not None:
         options = {"steps": steps, "cfg": cfg, "sampler": sampler}
@@ -221,6 +228,7 @@ def invert(
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
     vae: VaeOpt = None,
+    base: BaseOpt = None,
     device: DeviceOpt = None,
     keep_size: KeepSizeOpt = False,
 ) -> None:
@@ -230,7 +238,7 @@ def invert(
     from latentkit.outputs import save_latents
 
     out = file_out(out, "noise.safetensors", (".safetensors",))
-    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     z, recipe = invert_image(pipe, image, prompt, keep_size=keep_size, callback=step_bar(),
                              steps=steps, sampler=sampler, cfg=cfg)  # fmt: skip
     meta = {**recipe.to_dict(), "source": str(image), "model": pipe.model_id}
@@ -319,7 +327,7 @@ def img2img_cmd(
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
     sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
     prediction: PredictionOpt = None, offload: OffloadOpt = False,
-    vae: VaeOpt = None, device: DeviceOpt = None,
+    vae: VaeOpt = None, base: BaseOpt = None, device: DeviceOpt = None,
     keep_size: KeepSizeOpt = False,
     guidance: GuidanceOpt = None,
     true_cfg: TrueCfgOpt = False,
@@ -328,7 +336,7 @@ def img2img_cmd(
     from latentkit.ops import img2img
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     opts = recipe_options(negative, seed, steps, cfg, sampler, n, guidance, true_cfg)
     result = img2img(pipe, image, prompt, strength=strength, keep_size=keep_size,
                      callback=step_bar(), **opts)  # fmt: skip
@@ -350,7 +358,7 @@ def inpaint_cmd(
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
     sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
     prediction: PredictionOpt = None, offload: OffloadOpt = False,
-    vae: VaeOpt = None, device: DeviceOpt = None,
+    vae: VaeOpt = None, base: BaseOpt = None, device: DeviceOpt = None,
     keep_size: KeepSizeOpt = False,
     guidance: GuidanceOpt = None,
     true_cfg: TrueCfgOpt = False,
@@ -360,7 +368,7 @@ def inpaint_cmd(
     from latentkit.ops import inpaint
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     opts = recipe_options(negative, seed, steps, cfg, sampler, n, guidance, true_cfg)
     result = inpaint(pipe, image, mask, prompt, feather_px=feather, keep_unmasked=keep_unmasked,
                      keep_size=keep_size, callback=step_bar(), **opts)  # fmt: skip
@@ -379,7 +387,7 @@ def outpaint_cmd(
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
     sampler: SamplerOpt = None, n: NOpt = 1, model: ModelOpt = None,
     prediction: PredictionOpt = None, offload: OffloadOpt = False,
-    vae: VaeOpt = None, device: DeviceOpt = None,
+    vae: VaeOpt = None, base: BaseOpt = None, device: DeviceOpt = None,
     keep_size: KeepSizeOpt = False,
     guidance: GuidanceOpt = None,
     true_cfg: TrueCfgOpt = False,
@@ -388,7 +396,7 @@ def outpaint_cmd(
     from latentkit.ops import outpaint
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     opts = recipe_options(negative, seed, steps, cfg, sampler, n, guidance, true_cfg)
     write_images(outpaint(pipe, image, prompt, left=left, right=right, top=top, bottom=bottom,
                           keep_size=keep_size, callback=step_bar(), **opts), out)  # fmt: skip
@@ -407,7 +415,7 @@ def interpolate_cmd(
     negative: Negative = None, seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None,
     sampler: SamplerOpt = None, model: ModelOpt = None,
     prediction: PredictionOpt = None, offload: OffloadOpt = False,
-    vae: VaeOpt = None, device: DeviceOpt = None,
+    vae: VaeOpt = None, base: BaseOpt = None, device: DeviceOpt = None,
     guidance: GuidanceOpt = None,
     true_cfg: TrueCfgOpt = False,
 ) -> None:  # fmt: skip
@@ -418,7 +426,7 @@ def interpolate_cmd(
 
     check_positive_int("fps", fps)
     out = animation_out(out)
-    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     opts = recipe_options(negative, seed, steps, cfg, sampler, 1, guidance, true_cfg)
     opts.pop("n")
     result = interpolate(pipe, keyframes, frames, prompt=prompt, even=even, **opts)
@@ -452,13 +460,14 @@ def direction_find(
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
     vae: VaeOpt = None,
+    base: BaseOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Find a direction from two prompt sets (text), two image folders or PCA (latent)."""
     from latentkit.ops import directions as d
 
     out = file_out(out, "direction.safetensors", (".safetensors",))
-    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     label = name or out.stem
     if positive or negative:
         direction = d.from_prompts(pipe, list(positive or []), list(negative or []), label)
@@ -508,13 +517,13 @@ def direction_strip(
     seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
     model: ModelOpt = None,
     prediction: PredictionOpt = None, offload: OffloadOpt = False,
-    vae: VaeOpt = None, device: DeviceOpt = None,
+    vae: VaeOpt = None, base: BaseOpt = None, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Generate one image per amount along a direction, side by side."""
     from latentkit.ops.directions import Direction, generate_along
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     result = generate_along(pipe, prompt, Direction.load(direction), parse_amounts(amounts),
                             seed=seed, steps=steps, cfg=cfg, sampler=sampler)  # fmt: skip
     save_strip(result.images, out, {**result.recipe_of(0), "amounts": result.extra["amounts"]})
@@ -533,6 +542,7 @@ def edit(
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
     vae: VaeOpt = None,
+    base: BaseOpt = None,
     device: DeviceOpt = None,
     keep_size: KeepSizeOpt = False,
 ) -> None:
@@ -541,7 +551,7 @@ def edit(
 
     values = parse_amounts(amounts) if amounts else [1.0 if amount is None else amount]
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     rows = edit_image(pipe, image, Direction.load(direction), values, prompt, steps, keep_size)
     recipe = {"op": "edit", "source": str(image), "direction": str(direction), "amounts": values,
               "model": pipe.model_id}  # fmt: skip
@@ -564,14 +574,14 @@ def blend(
     seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
     model: ModelOpt = None,
     prediction: PredictionOpt = None, offload: OffloadOpt = False,
-    vae: VaeOpt = None, device: DeviceOpt = None,
+    vae: VaeOpt = None, base: BaseOpt = None, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Blend prompts ('a dog:0.6' 'a fox:0.4') or two images (in latent space)."""
     from latentkit.ops import blend as b
     from latentkit.ops.source import looks_like_image
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     if all(looks_like_image(i) for i in items):
         if len(items) != 2:
             raise InvalidArgument(f"blending images takes exactly two, got {len(items)}")
@@ -591,14 +601,14 @@ def arith(
     seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
     model: ModelOpt = None,
     prediction: PredictionOpt = None, offload: OffloadOpt = False,
-    vae: VaeOpt = None, device: DeviceOpt = None,
+    vae: VaeOpt = None, base: BaseOpt = None, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Vector arithmetic on prompt embeddings or image latents."""
     from latentkit.ops import blend as b
     from latentkit.ops.source import looks_like_image
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     terms = b.parse_expression(expression)
     if all(looks_like_image(t) for _, t in terms):
         save_pixels(b.image_arithmetic(pipe, expression), out,
@@ -618,14 +628,14 @@ def mix(
     seed: SeedOpt = None, steps: StepsOpt = None, cfg: CfgOpt = None, sampler: SamplerOpt = None,
     model: ModelOpt = None,
     prediction: PredictionOpt = None, offload: OffloadOpt = False,
-    vae: VaeOpt = None, device: DeviceOpt = None,
+    vae: VaeOpt = None, base: BaseOpt = None, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
     """Style mixing: swap latent channels between images, or switch prompts part-way."""
     from latentkit.ops import blend as b
     from latentkit.ops.source import looks_like_image
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     if looks_like_image(content) and looks_like_image(style):
         try:
             chosen = [int(c) for c in channels.split(",") if c.strip()]
@@ -651,6 +661,7 @@ def map_cmd(
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
     vae: VaeOpt = None,
+    base: BaseOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Place encoded images on a 2D map and render it as an atlas of thumbnails."""
@@ -662,7 +673,7 @@ def map_cmd(
     from latentkit.train.tasks import training_images
 
     out = file_out(out, "map.png", (".png",))
-    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     data = training_images(images, pipe.image_size)
     if limit is not None:
         data = data.subset(np.arange(min(limit, len(data))))
@@ -684,6 +695,7 @@ def neighbours(
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
     vae: VaeOpt = None,
+    base: BaseOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """The k images nearest to IMAGE in latent space."""
@@ -694,7 +706,7 @@ def neighbours(
     from latentkit.train.tasks import training_images
 
     out = image_out(out) if out is not None else None
-    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     data = training_images(images, pipe.image_size)
     img, _ = prepare(pipe, image)
     if img.size != (pipe.image_size, pipe.image_size):
@@ -717,6 +729,7 @@ def encode(
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
     vae: VaeOpt = None,
+    base: BaseOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Encode an image to latents (safetensors, with its recipe in the metadata)."""
@@ -724,7 +737,7 @@ def encode(
     from latentkit.outputs import save_latents
 
     out = file_out(out, "latents.safetensors", (".safetensors",))
-    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     img = load_image(image, min_size=pipe.factor)
     pipe.codec.check_pixel_shape(img.height, img.width)
     latents = pipe.encode(image_to_tensor(img))
@@ -746,6 +759,7 @@ def decode(
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
     vae: VaeOpt = None,
+    base: BaseOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Decode latents back to an image."""
@@ -753,7 +767,7 @@ def decode(
     from latentkit.outputs import load_latents, numbered, save_image
 
     out = image_out(out)
-    pipe = load_pipeline(model, device, prediction, offload, vae=vae)
+    pipe = load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     z, recipe = load_latents(latents)
     if z.shape[1] != pipe.codec.latent_channels:
         raise InvalidArgument(
@@ -814,6 +828,7 @@ def serve(
     prediction: PredictionOpt = None,
     offload: OffloadOpt = False,
     vae: VaeOpt = None,
+    base: BaseOpt = None,
     video_model: Annotated[
         Path | None,
         typer.Option(
@@ -860,6 +875,7 @@ def serve(
         prediction=prediction,
         offload=offload,
         vae=vae,
+        base=base,
         video_model=video_model,
         outputs=outputs,
         token=token,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from latentkit.errors import ModelFileError
+from latentkit.errors import InvalidArgument, ModelFileError
 from latentkit.families.base import Components
 
 
@@ -59,14 +59,18 @@ def load_components(
     prediction: str | None = None,
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
+    base: str | Path | None = None,
 ) -> Components:
     """The components of the model at `path` (default: the shipped model of `kind`).
     `prediction` overrides the prediction type of epsilon/v families; `device` and `dtype` say
     where the weights will run, so they load in that dtype and a model that cannot fit there is
-    refused before loading."""
+    refused before loading. `base`: a diffusers folder giving a single file the parts it lacks."""
     from latentkit.families import bundle
 
     root = Path(path) if path is not None else bundle.shipped_model(kind)
+    if base is not None and not root.is_file():
+        raise InvalidArgument(f"--base gives a single .safetensors file the parts it lacks; {root} "
+                              "is not a file")  # fmt: skip
     if bundle.is_bundle(root):
         if prediction is not None:
             raise ModelFileError(
@@ -83,7 +87,10 @@ def load_components(
     if root.is_file() and root.suffix.lower() == ".safetensors":
         from latentkit.families import single_file
 
-        return single_file.load_components(root, prediction=prediction, device=device, dtype=dtype)
+        return single_file.load_components(
+            root, prediction=prediction, device=device, dtype=dtype,
+            base=Path(base) if base is not None else None,
+        )  # fmt: skip
     raise ModelFileError(not_a_model(root))
 
 

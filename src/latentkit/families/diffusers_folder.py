@@ -80,6 +80,7 @@ class Folder:
     pipeline: str
     index: dict[str, Any]
     files: dict[str, list[Path]] = field(default_factory=dict)
+    layout = "diffusers folder"
 
     @classmethod
     def open(cls, root: Path) -> Folder:
@@ -162,6 +163,38 @@ class Folder:
         """The `Components` fields naming the model: folder name, fingerprinted id, source."""
         return {"name": self.root.name, "model_id": f"{self.root.name}@{self.fingerprint()}",
                 "source": self.root}  # fmt: skip
+
+
+@dataclass
+class LoadedPipeline:
+    """A diffusers pipeline already loaded from a single file, read like a `Folder` so the
+    family builders serve both: components come from the pipeline object, configs from its
+    modules."""
+
+    pipe: Any
+    root: Path
+    model_id: str
+    layout = "single file"
+
+    @property
+    def pipeline(self) -> str:
+        return type(self.pipe).__name__
+
+    def has(self, name: str) -> bool:
+        return getattr(self.pipe, name, None) is not None
+
+    def config(self, name: str) -> dict[str, Any]:
+        return dict(getattr(self.pipe, name).config)
+
+    def check_fits(self, title: str, dtype: torch.dtype, device: torch.device | None) -> None:
+        """Checked against the file's header before the pipeline was loaded."""
+
+    def load(self, name: str, dtype: torch.dtype | None = None) -> Any:
+        part = getattr(self.pipe, name)
+        return part.eval() if hasattr(part, "eval") else part
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.root.stem, "model_id": self.model_id, "source": self.root}
 
 
 def _variant(files: list[Path]) -> str | None:

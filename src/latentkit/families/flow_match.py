@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from latentkit.diffusion.external import FlowMatchSchedule
 from latentkit.errors import InvalidArgument
 from latentkit.families.base import Components, Defaults
-from latentkit.families.diffusers_folder import Folder
+from latentkit.families.diffusers_folder import Folder, LoadedPipeline
 from latentkit.models.components import PromptEmbeds, Velocity
 
 TITLES = {"sd3": "Stable Diffusion 3", "flux-dev": "FLUX.1-dev", "flux-schnell": "FLUX.1-schnell"}
@@ -115,20 +115,20 @@ class FluxNetwork(nn.Module):
         return velocity
 
 
-def family_of(folder: Folder) -> str:
+def family_of(folder: Folder | LoadedPipeline) -> str:
     if folder.pipeline == "StableDiffusion3Pipeline":
         return "sd3"
     return "flux-dev" if folder.config("transformer").get("guidance_embeds") else "flux-schnell"
 
 
 def build(
-    folder: Folder,
+    folder: Folder | LoadedPipeline,
     *,
     prediction: str | None,
     device: torch.device | None,
     dtype: torch.dtype,
 ) -> Components:
-    """The components of an SD3 or FLUX.1 folder."""
+    """The components of an SD3 or FLUX.1 folder (or an SD3 single file, loaded)."""
     from latentkit.families.diffusers_lora import DiffusersLoras
     from latentkit.models.clip_text import FluxPromptEncoder, SD3PromptEncoder
     from latentkit.models.codec import Codec
@@ -179,9 +179,8 @@ def build(
     )
 
 
-def describe(
-    family: str, folder: Folder, codec: Any, text: Any, network: nn.Module, schedule: Any
-) -> list[tuple[str, str]]:
+def describe(family: str, folder: Folder | LoadedPipeline, codec: Any, text: Any,
+             network: nn.Module, schedule: Any) -> list[tuple[str, str]]:  # fmt: skip
     """`latentkit info` rows for an SD3 or FLUX.1 folder."""
     h, w = codec.native_size
     c, f = codec.latent_channels, codec.spatial_factor
@@ -192,8 +191,8 @@ def describe(
     shift = ("dynamic (from the image token count)" if sched.get("use_dynamic_shifting")
              else f"{sched.get('shift', 1.0):g}")  # fmt: skip
     return [
-        ("family", f"{TITLES[family]} (diffusers folder, {folder.pipeline})"),
-        ("layout", "diffusers folder"),
+        ("family", f"{TITLES[family]} ({folder.layout}, {folder.pipeline})"),
+        ("layout", folder.layout),
         ("prediction", "flow velocity (native)"),
         ("codec", f"KL autoencoder f{f}, {c} latent channels, {w}x{h}px -> {w // f}x{h // f}x{c},"
                   f" latents (z - {float(codec.latent_shift[0]):g}) x "
@@ -201,5 +200,5 @@ def describe(
         ("text", f"{text.name}, {text.token_dim}-d tokens, window {text.max_tokens}"),
         ("network", f"flow transformer, patch {network.patch_size}, {params:.1f}M params; "
                     f"steered by {knob}"),
-        ("schedule", f"flow matching, the folder's scheduler config, shift {shift}"),
+        ("schedule", f"flow matching, the model's scheduler config, shift {shift}"),
     ]  # fmt: skip

@@ -11,8 +11,11 @@ builder as a diffusers folder.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +32,18 @@ SD2_KEY = UNET + "input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"
 SDXL_KEY = "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias"
 PIPELINES = {"sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline",
              "sdxl": "StableDiffusionXLPipeline"}  # fmt: skip
+SD3_KEY = "joint_blocks.0.context_block.adaLN_modulation.1.bias"
+# What Stability's SD3 files may hold besides the transformer: component -> its names' prefix.
+SD3_PARTS = {
+    "vae": "first_stage_model.",
+    "text_encoder": "text_encoders.clip_l.",
+    "text_encoder_2": "text_encoders.clip_g.",
+    "text_encoder_3": "text_encoders.t5xxl.",
+}
+SD3_NAMES = {"vae": "VAE", "text_encoder": "CLIP-L", "text_encoder_2": "CLIP-G",
+             "text_encoder_3": "T5-XXL"}  # fmt: skip
 # Families whose single files are recognised but not loaded yet: their key and name.
 LATER = {
-    "joint_blocks.0.context_block.adaLN_modulation.1.bias": "SD3",
     "double_blocks.0.img_attn.norm.key_norm.scale": "FLUX.1",
     "blocks.0.cross_attn.q_linear.weight": "Sana",
     "adaln_single.emb.timestep_embedder.linear_1.weight": "LTX-Video",
@@ -46,6 +58,8 @@ def detect(header: dict[str, Any], path: Path) -> str:
 
     if SDXL_KEY in header:
         return "sdxl"
+    if any(k.endswith(SD3_KEY) for k in header):
+        return "sd3"
     if SD_KEY in header:
         width = header.get(SD2_KEY, {}).get("shape", [0])[-1]
         return "sd2" if width == 1024 else "sd1"
@@ -55,12 +69,13 @@ def detect(header: dict[str, Any], path: Path) -> str:
             raise ModelFileError(
                 f"{path.name} is a {title} checkpoint; latentkit loads {title} from a diffusers "
                 f"folder today, not yet from a single file. Single files: Stable Diffusion 1.x, "
-                "2.x and SDXL"
+                "2.x, SDXL and SD3/3.5"
             )
     sample = ", ".join(sorted(names)[:3])
     raise ModelFileError(
         f"{path.name} is not a checkpoint of a family latentkit knows ({len(names)} tensors, "
-        f"e.g. {sample}). Supported: {supported()}; single files: Stable Diffusion 1.x, 2.x, SDXL"
+        f"e.g. {sample}). Supported: {supported()}; single files: Stable Diffusion 1.x, 2.x, "
+        "SDXL, SD3/3.5"
     )
 
 
@@ -123,9 +138,12 @@ def load_components(
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
     skeletons: Path | None = None,
+    base: Path | None = None,
 ) -> Components:
-    """A single-file checkpoint's components (SD 1.x, 2.x, SDXL), refused up front when its
-    family is unknown or its weights cannot fit where they will run."""
+    """A single-file checkpoint's components (SD 1.x, 2.x, SDXL, SD3/3.5), refused up front when
+    its family is unknown or its weights cannot fit where they will run. `base`: a diffusers
+    folder of the same family giving the parts the file lacks (SD3's text encoders, VAE and
+    T5 tokenizer)."""
     import diffusers
 
     from latentkit.families.diffusers_folder import quiet_libraries
@@ -136,6 +154,12 @@ def load_components(
     header = read_header(path)
     family = detect(header, path)
     dtype = dtype or torch.float32
+    if family == "sd3":
+        return load_sd3(path, header, prediction=prediction, device=device, dtype=dtype,
+                        skeletons=skeletons, base=base)  # fmt: skip
+    if base is not None:
+        raise InvalidArgument(f"--base gives an SD3 file the parts it lacks; {path.name} is "
+                              f"{TITLES[family]}, which holds all of its parts")  # fmt: skip
     check_fits(TITLES[family], [path], dtype, device)
     chosen, why, ztsnr = choose_prediction(prediction, header, family, path)
     config = skeleton(family, skeletons)
@@ -174,3 +198,136 @@ def check_tokenizers(tokenizers: list[Any], config: Path) -> None:
                 f"window {tokenizer.model_max_length}): put vocab.json, merges.txt and "
                 "tokenizer_config.json in its tokenizer folders"
             )
+
+
+def load_sd3(
+    path: Path,
+    header: dict[str, Any],
+    *,
+    prediction: str | None,
+    device: torch.device | None,
+    dtype: torch.dtype,
+    skeletons: Path | None,
+    base: Path | None,
+) -> Components:
+    """An SD3/3.5 file through StableDiffusion3Pipeline.from_single_file: the transformer config
+    from the header, the rest from the shipped skeleton; parts the file lacks (SD3.5 files hold
+    the transformer alone; T5's tokenizer cannot ship) from `base`, or one line saying so."""
+    import diffusers
+
+    from latentkit.families import flow_match
+    from latentkit.families.diffusers_folder import LoadedPipeline, quiet_libraries
+
+    title = flow_match.TITLES["sd3"]
+    if prediction is not None:
+        raise InvalidArgument(f"{title} predicts flow velocity; --prediction does not apply")
+    present = {n for n, prefix in SD3_PARTS.items() if any(k.startswith(prefix) for k in header)}
+    donor = open_base(base, path) if base is not None else None
+    missing = [n for n in ("vae", "text_encoder", "text_encoder_2") if n not in present]
+    if missing and donor is None:
+        raise ModelFileError(
+            f"{path.name} holds the SD3 transformer but not its "
+            f"{', '.join(SD3_NAMES[n] for n in missing)}: pass --base FOLDER, an SD3 diffusers "
+            "folder, to take them from"
+        )
+    borrowed = [n for n in SD3_PARTS if n not in present and donor is not None and donor.has(n)]
+    files = [path] + [f for n in borrowed for f in donor.files.get(n, [])]
+    check_fits(title, files, dtype, device)
+    quiet_libraries()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = sd3_config(skeleton("sd3", skeletons), header, Path(tmp))
+        parts = sd3_parts(path, present, borrowed, donor, config, dtype)
+        try:
+            pipe = diffusers.StableDiffusion3Pipeline.from_single_file(
+                str(path), config=str(config), local_files_only=True, dtype=dtype, **parts
+            )
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            detail = " ".join(str(e).split())[:300]
+            raise ModelFileError(f"{path.name} cannot be loaded as {title}: {detail}") from None
+    check_tokenizers([pipe.tokenizer, pipe.tokenizer_2], config)
+    model_id = f"{path.stem}@{hashlib.sha256(header_bytes(path)).hexdigest()[:12]}"
+    if donor is not None and borrowed:
+        model_id += f"+base:{donor.root.name}"
+    loaded = LoadedPipeline(pipe, path, model_id)
+    return flow_match.build(loaded, prediction=None, device=device, dtype=dtype)
+
+
+def open_base(base: Path, path: Path) -> Any:
+    from latentkit.families.diffusers_folder import Folder
+
+    base = Path(base)
+    if not (base / "model_index.json").is_file():
+        raise ModelFileError(f"--base {base} is not a diffusers folder (no model_index.json)")
+    donor = Folder.open(base)
+    if donor.pipeline != "StableDiffusion3Pipeline":
+        raise InvalidArgument(f"--base {base} is a {donor.pipeline} folder; {path.name} is SD3 "
+                              "and takes its missing parts from an SD3 folder")  # fmt: skip
+    return donor
+
+
+def sd3_parts(path: Path, present: set[str], borrowed: list[str], donor: Any, config: Path,
+              dtype: torch.dtype) -> dict[str, Any]:  # fmt: skip
+    """The `from_single_file` overrides: the parts the file lacks, loaded from the base folder
+    (diffusers reads weights only from the file) with its tokenizers; no T5 at all when neither
+    holds one (SD3 then conditions on zeros in T5's place, as diffusers does)."""
+    parts: dict[str, Any] = {name: donor.load(name, dtype) for name in borrowed}
+    if donor is not None:
+        for name in ("tokenizer", "tokenizer_2", "tokenizer_3"):
+            if donor.has(name):
+                parts[name] = donor.load(name)
+    t5 = "text_encoder_3" in present or "text_encoder_3" in parts
+    if not t5:
+        parts.update(text_encoder_3=None, tokenizer_3=None)
+    elif "tokenizer_3" not in parts and not has_t5_tokenizer(config / "tokenizer_3"):
+        raise ModelFileError(
+            f"{path.name} holds SD3's T5-XXL text encoder, whose tokenizer latentkit cannot ship: "
+            "pass --base FOLDER, an SD3 diffusers folder whose tokenizer_3 holds spiece.model"
+        )
+    return parts
+
+
+def has_t5_tokenizer(folder: Path) -> bool:
+    return (folder / "spiece.model").is_file() or (folder / "tokenizer.json").is_file()
+
+
+def sd3_config(source: Path, header: dict[str, Any], out: Path) -> Path:
+    """The skeleton copied to `out` with the transformer config read from the header (width,
+    depth, qk-norm and dual attention tell SD3 medium, 3.5 medium and 3.5 large apart); the head
+    width (64 in every release) stays the skeleton's."""
+    target = out / "config"
+    shutil.copytree(source, target)
+    config_file = target / "transformer" / "config.json"
+    config = json.loads(config_file.read_text())
+    config.update(sd3_transformer_config(header, int(config["attention_head_dim"])))
+    config_file.write_text(json.dumps(config, indent=2))
+    return target
+
+
+def sd3_transformer_config(header: dict[str, Any], head_dim: int) -> dict[str, Any]:
+    """SD3Transformer2DModel settings from the names and shapes of an original-layout file."""
+    key = next(k for k in header if k.endswith(SD3_KEY))
+    prefix = key.removesuffix(SD3_KEY)
+
+    def shape(name: str) -> list[int]:
+        return header[prefix + name]["shape"]
+
+    blocks = {int(k[len(prefix):].split(".")[1]) for k in header
+              if k.startswith(prefix + "joint_blocks.")}  # fmt: skip
+    width, channels, patch = shape("x_embedder.proj.weight")[:3]
+    dual = [
+        i for i in sorted(blocks) if f"{prefix}joint_blocks.{i}.x_block.attn2.qkv.weight" in header
+    ]
+    qk_norm = f"{prefix}joint_blocks.0.x_block.attn.ln_q.weight" in header
+    return {
+        "num_layers": max(blocks) + 1,
+        "in_channels": channels,
+        "patch_size": patch,
+        "out_channels": shape("final_layer.linear.weight")[0] // (patch * patch),
+        "num_attention_heads": width // head_dim,
+        "caption_projection_dim": width,
+        "joint_attention_dim": shape("context_embedder.weight")[1],
+        "pooled_projection_dim": shape("y_embedder.mlp.0.weight")[1],
+        "pos_embed_max_size": math.isqrt(shape("pos_embed")[1]),
+        "qk_norm": "rms_norm" if qk_norm else None,
+        "dual_attention_layers": dual,
+    }

@@ -223,13 +223,15 @@ def create_app(
     prediction: str | None = None,
     offload: bool = False,
     vae: str | Path | None = None,
+    base: str | Path | None = None,
 ) -> FastAPI:
     """The app `latentkit serve` runs; tests pass a loaded `pipe` to share one tiny model.
 
     The video model (`video_model`, else $LATENTKIT_VIDEO_MODEL, else the shipped one) loads on
     first use; if it is missing the server still runs and /api/video answers 501."""
     if pipe is None:
-        pipe = Pipeline.load(model, device=device, prediction=prediction, offload=offload, vae=vae)
+        pipe = Pipeline.load(model, device=device, prediction=prediction, offload=offload, vae=vae,
+                             base=base)  # fmt: skip
     if max_concurrent > 1 and not isinstance(pipe.text_encoder, LockedEncoder):
         pipe.text_encoder = LockedEncoder(pipe.text_encoder)
     queue = JobQueue(max_concurrent, on_error=lambda e: error_body(to_api_error(e)))
