@@ -253,8 +253,8 @@ def test_flux_ae_loads_bit_for_bit(flux_folder, tmp_path: Path) -> None:
 
 
 def test_diffusers_flux_converter_needs_real_width(flux_folder, tmp_path: Path) -> None:
-    """Why FLUX single files are not loaded on tiny weights: diffusers as shipped cannot split a
-    tiny ``linear1`` (it assumes FLUX.1's 3072 width)."""
+    """Why the FLUX single-file loading test builds a real-width transformer: diffusers as shipped
+    cannot split a tiny ``linear1`` (it assumes FLUX.1's 3072 width)."""
     from diffusers import FluxTransformer2DModel
     from diffusers.loaders import single_file_utils
 

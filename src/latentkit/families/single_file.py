@@ -42,9 +42,9 @@ SD3_PARTS = {
 }
 SD3_NAMES = {"vae": "VAE", "text_encoder": "CLIP-L", "text_encoder_2": "CLIP-G",
              "text_encoder_3": "T5-XXL"}  # fmt: skip
+FLUX_KEY = "double_blocks.0.img_attn.norm.key_norm.scale"
 # Families whose single files are recognised but not loaded yet: their key and name.
 LATER = {
-    "double_blocks.0.img_attn.norm.key_norm.scale": "FLUX.1",
     "blocks.0.cross_attn.q_linear.weight": "Sana",
     "adaln_single.emb.timestep_embedder.linear_1.weight": "LTX-Video",
 }
@@ -60,6 +60,12 @@ def detect(header: dict[str, Any], path: Path) -> str:
         return "sdxl"
     if any(k.endswith(SD3_KEY) for k in header):
         return "sd3"
+    if any(k.endswith(FLUX_KEY) for k in header):
+        return (
+            "flux-dev"
+            if any(k.endswith("guidance_in.in_layer.weight") for k in header)
+            else ("flux-schnell")
+        )
     if SD_KEY in header:
         width = header.get(SD2_KEY, {}).get("shape", [0])[-1]
         return "sd2" if width == 1024 else "sd1"
@@ -69,13 +75,13 @@ def detect(header: dict[str, Any], path: Path) -> str:
             raise ModelFileError(
                 f"{path.name} is a {title} checkpoint; latentkit loads {title} from a diffusers "
                 f"folder today, not yet from a single file. Single files: Stable Diffusion 1.x, "
-                "2.x, SDXL and SD3/3.5"
+                "2.x, SDXL, SD3/3.5 and FLUX.1"
             )
     sample = ", ".join(sorted(names)[:3])
     raise ModelFileError(
         f"{path.name} is not a checkpoint of a family latentkit knows ({len(names)} tensors, "
         f"e.g. {sample}). Supported: {supported()}; single files: Stable Diffusion 1.x, 2.x, "
-        "SDXL, SD3/3.5"
+        "SDXL, SD3/3.5, FLUX.1"
     )
 
 
@@ -157,6 +163,9 @@ def load_components(
     if family == "sd3":
         return load_sd3(path, header, prediction=prediction, device=device, dtype=dtype,
                         skeletons=skeletons, base=base)  # fmt: skip
+    if family.startswith("flux"):
+        return load_flux(path, header, family, prediction=prediction, device=device, dtype=dtype,
+                         base=base)  # fmt: skip
     if base is not None:
         raise InvalidArgument(f"--base gives an SD3 file the parts it lacks; {path.name} is "
                               f"{TITLES[family]}, which holds all of its parts")  # fmt: skip
@@ -222,7 +231,7 @@ def load_sd3(
     if prediction is not None:
         raise InvalidArgument(f"{title} predicts flow velocity; --prediction does not apply")
     present = {n for n, prefix in SD3_PARTS.items() if any(k.startswith(prefix) for k in header)}
-    donor = open_base(base, path) if base is not None else None
+    donor = open_base(base, path, "StableDiffusion3Pipeline") if base is not None else None
     missing = [n for n in ("vae", "text_encoder", "text_encoder_2") if n not in present]
     if missing and donor is None:
         raise ModelFileError(
@@ -252,16 +261,17 @@ def load_sd3(
     return flow_match.build(loaded, prediction=None, device=device, dtype=dtype)
 
 
-def open_base(base: Path, path: Path) -> Any:
+def open_base(base: Path, path: Path, pipeline: str) -> Any:
+    """The --base folder, refused unless it is a diffusers folder of the file's family."""
     from latentkit.families.diffusers_folder import Folder
 
     base = Path(base)
     if not (base / "model_index.json").is_file():
         raise ModelFileError(f"--base {base} is not a diffusers folder (no model_index.json)")
     donor = Folder.open(base)
-    if donor.pipeline != "StableDiffusion3Pipeline":
-        raise InvalidArgument(f"--base {base} is a {donor.pipeline} folder; {path.name} is SD3 "
-                              "and takes its missing parts from an SD3 folder")  # fmt: skip
+    if donor.pipeline != pipeline:
+        raise InvalidArgument(f"--base {base} is a {donor.pipeline} folder; {path.name} takes "
+                              f"its missing parts from a {pipeline} folder")  # fmt: skip
     return donor
 
 
@@ -330,4 +340,100 @@ def sd3_transformer_config(header: dict[str, Any], head_dim: int) -> dict[str, A
         "pos_embed_max_size": math.isqrt(shape("pos_embed")[1]),
         "qk_norm": "rms_norm" if qk_norm else None,
         "dual_attention_layers": dual,
+    }
+
+
+def load_flux(
+    path: Path,
+    header: dict[str, Any],
+    family: str,
+    *,
+    prediction: str | None,
+    device: torch.device | None,
+    dtype: torch.dtype,
+    base: Path | None,
+) -> Components:
+    """A FLUX.1 transformer file (as Black Forest Labs and most fine-tunes ship it) through
+    FluxTransformer2DModel.from_single_file, its config read from the header; the text encoders,
+    tokenizers, VAE and scheduler come from `base`, a FLUX.1 diffusers folder of the same
+    variant (dev and schnell schedule differently)."""
+    import diffusers
+
+    from latentkit.families import flow_match
+    from latentkit.families.diffusers_folder import LoadedPipeline, quiet_libraries
+
+    title = flow_match.TITLES[family]
+    if prediction is not None:
+        raise InvalidArgument(f"{title} predicts flow velocity; --prediction does not apply")
+    if base is None:
+        raise ModelFileError(
+            f"{path.name} holds the {title} transformer alone, as FLUX.1 files do: pass --base "
+            "FOLDER, a FLUX.1 diffusers folder, for its text encoders (CLIP-L, T5-XXL), "
+            "tokenizers and VAE"
+        )
+    donor = open_base(base, path, "FluxPipeline")
+    config = donor.config("transformer")
+    if bool(config.get("guidance_embeds")) != (family == "flux-dev"):
+        other = "FLUX.1-dev" if config.get("guidance_embeds") else "FLUX.1-schnell"
+        raise InvalidArgument(
+            f"--base {base} is {other}; {path.name} is {title}, which schedules its steps "
+            "differently: use a folder of the same model"
+        )
+    parts = ("vae", "text_encoder", "text_encoder_2")
+    check_fits(title, [path] + [f for n in parts for f in donor.files.get(n, [])], dtype, device)
+    quiet_libraries()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "transformer"
+        folder.mkdir()
+        config.update(flux_transformer_config(header, config))
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        try:
+            transformer = diffusers.FluxTransformer2DModel.from_single_file(
+                str(path), config=tmp, subfolder="transformer", local_files_only=True,
+                torch_dtype=dtype,
+            )  # fmt: skip
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            detail = " ".join(str(e).split())[:300]
+            raise ModelFileError(f"{path.name} cannot be loaded as {title}: {detail}") from None
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_config(donor.config("scheduler"))
+    pipe = diffusers.FluxPipeline(
+        scheduler=scheduler, vae=donor.load("vae", dtype), transformer=transformer.eval(),
+        text_encoder=donor.load("text_encoder", dtype), tokenizer=donor.load("tokenizer"),
+        text_encoder_2=donor.load("text_encoder_2", dtype), tokenizer_2=donor.load("tokenizer_2"),
+    )  # fmt: skip
+    digest = hashlib.sha256(header_bytes(path)).hexdigest()[:12]
+    loaded = LoadedPipeline(pipe, path, f"{path.stem}@{digest}+base:{donor.root.name}")
+    return flow_match.build(loaded, prediction=None, device=device, dtype=dtype)
+
+
+def flux_transformer_config(header: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """FluxTransformer2DModel settings from the names and shapes of a BFL-layout file; the
+    rotary axes (no weights) stay the base folder's, or FLUX.1's own for its 128-wide heads."""
+    key = next(k for k in header if k.endswith(FLUX_KEY))
+    prefix = key.removesuffix(FLUX_KEY)
+    head_dim = header[key]["shape"][0]
+    axes = base.get("axes_dims_rope")
+    if head_dim != base.get("attention_head_dim"):
+        if head_dim != 128:
+            raise ModelFileError(f"a FLUX transformer with {head_dim}-wide attention heads: its "
+                                 "rotary axes are unknown (FLUX.1's are 128 wide)")  # fmt: skip
+        axes = [16, 56, 56]
+
+    def count(blocks: str) -> int:
+        found = {int(k[len(prefix):].split(".")[1]) for k in header
+                 if k.startswith(prefix + blocks + ".")}  # fmt: skip
+        return max(found) + 1
+
+    width, channels = header[prefix + "img_in.weight"]["shape"]
+    return {
+        "num_layers": count("double_blocks"),
+        "num_single_layers": count("single_blocks"),
+        "in_channels": channels,
+        "out_channels": header[prefix + "final_layer.linear.weight"]["shape"][0],
+        "num_attention_heads": width // head_dim,
+        "attention_head_dim": head_dim,
+        "axes_dims_rope": axes,
+        "joint_attention_dim": header[prefix + "txt_in.weight"]["shape"][1],
+        "pooled_projection_dim": header[prefix + "vector_in.in_layer.weight"]["shape"][1],
+        "guidance_embeds": prefix + "guidance_in.in_layer.weight" in header,
     }

@@ -1,5 +1,5 @@
-"""SD3/3.5 single files (Stability's layout) offline: the transformer config read from the header,
-the rest from the shipped skeleton, and what a file lacks from a --base diffusers folder."""
+"""SD3/3.5 and FLUX.1 single files offline: the transformer config read from the header, the rest
+from the shipped skeleton, and what a file lacks from a --base diffusers folder."""
 
 from __future__ import annotations
 
@@ -145,3 +145,40 @@ def test_cli_takes_base(folder, skeletons, tmp_path, capsys) -> None:
     assert "--base FOLDER" in capsys.readouterr().err
     assert main([*args, "--base", str(folder), "--out", str(out)]) == 0
     assert out.is_file()
+
+
+def real_width_flux(folder: Path, family: str, out: Path) -> tuple[Path, dict]:
+    """A FLUX transformer file at FLUX.1's real width (3072, which diffusers' converter assumes)
+    with one block of each kind and the tiny folder's text widths, random bf16 weights."""
+    from accelerate import init_empty_weights
+    from diffusers import FluxTransformer2DModel
+    from single_file_fixtures import flux_transformer_to_original
+
+    config = {**json.loads((folder / "transformer" / "config.json").read_text()),
+              "num_layers": 1, "num_single_layers": 1, "attention_head_dim": 128,
+              "num_attention_heads": 24, "axes_dims_rope": [16, 56, 56]}  # fmt: skip
+    with init_empty_weights():
+        model = FluxTransformer2DModel.from_config(config)
+    generator = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(v.shape, generator=generator, dtype=torch.bfloat16) * 0.02
+             for k, v in model.state_dict().items()}  # fmt: skip
+    save_file(flux_transformer_to_original(state, config), out)
+    return out, state
+
+
+def test_a_flux_file_loads_with_its_base_folder(tmp_path_factory, tmp_path, no_network) -> None:
+    """dev (schnell differs only by the guidance input, which detection reads from the header)."""
+    family = "flux-dev"
+    folder = cached_flow_folder(tmp_path_factory, family)
+    file, state = real_width_flux(folder, family, tmp_path / "flux1.safetensors")
+    with pytest.raises(ModelFileError, match=r"transformer alone.*pass --base FOLDER"):
+        Pipeline.load(file, device="cpu")
+    other = "flux-schnell" if family == "flux-dev" else "flux-dev"
+    with pytest.raises(InvalidArgument, match="schedules its steps differently"):
+        Pipeline.load(file, device="cpu", base=cached_flow_folder(tmp_path_factory, other))
+    pipe = Pipeline.load(file, device="cpu", base=folder)
+    assert pipe.family == family and pipe.model_id.endswith(f"+base:{folder.name}")
+    loaded = pipe.network.transformer.state_dict()
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k], v.float()) for k, v in state.items())
+    assert dict(pipe.components.description)["layout"] == "single file"
