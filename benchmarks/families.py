@@ -11,6 +11,13 @@ latentkit and diffusers is measured too, so the weights' own share is visible.
 
     python benchmarks/families.py --families sd15 --batches 1,4 --steps 10 --threads 2
     python benchmarks/families.py --families sdxl --size 512 --batches 1 --repeats 1
+    python benchmarks/families.py --families sd3-2l,flux-dev-2l --size 512 --batches 1
+    python benchmarks/families.py --tiny --steps 8
+
+SD3 and FLUX.1 do not fit this machine whole (T5-XXL alone is 19 GB in fp32), so their rows run
+the real widths with few blocks ("sd3-2l": SD3 medium's MMDiT with 2 of its 24 blocks, CLIP-L,
+CLIP-G, a 2-block T5-XXL; "flux-dev-2l": FLUX.1-dev's transformer with 1 of 19 double and 2 of
+38 single blocks, CLIP-L, a 2-block T5-XXL), with the real 16-channel VAE.
 """
 
 from __future__ import annotations
@@ -65,11 +72,78 @@ FAMILIES = {
 }  # fmt: skip
 
 
+T5_XXL_2L = {"d_model": 4096, "d_ff": 10240, "d_kv": 64, "num_heads": 64, "num_layers": 2,
+             "vocab_size": 32128, "feed_forward_proj": "gated-gelu"}  # fmt: skip
+FLOW_VAE = {**VAE, "latent_channels": 16, "use_quant_conv": False, "use_post_quant_conv": False}
+FLOW = {
+    "sd3-2l": {"pipeline": "StableDiffusion3Pipeline", "size": 512, "cfg": 7.0,
+               "transformer": {"sample_size": 128, "patch_size": 2, "in_channels": 16,
+                               "out_channels": 16, "num_layers": 2, "attention_head_dim": 64,
+                               "num_attention_heads": 24, "joint_attention_dim": 4096,
+                               "caption_projection_dim": 1536, "pooled_projection_dim": 2048,
+                               "pos_embed_max_size": 192},
+               "vae": {"scaling_factor": 1.5305, "shift_factor": 0.0609},
+               "scheduler": {"shift": 3.0}},
+    "flux-dev-2l": {"pipeline": "FluxPipeline", "size": 512, "cfg": 1.0,
+                    "transformer": {"num_layers": 1, "num_single_layers": 2,
+                                    "guidance_embeds": True},
+                    "vae": {"scaling_factor": 0.3611, "shift_factor": 0.1159},
+                    "scheduler": {"shift": 3.0, "use_dynamic_shifting": True,
+                                  "base_image_seq_len": 256, "max_image_seq_len": 4096,
+                                  "base_shift": 0.5, "max_shift": 1.15}},
+}  # fmt: skip
+
+
+def build_flow_folder(family: str) -> Path:
+    """SD3 / FLUX.1 at their real widths with few blocks, random fp16 weights, made once."""
+    import diffusers
+    import torch
+    import transformers
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from family_fixtures import write_clip_tokenizer
+    from flow_fixtures import write_t5_tokenizer
+
+    spec, folder = FLOW[family], CACHE / f"{family}-random"
+    torch.manual_seed(0)
+    tmp = CACHE / f".{family}-tokenizers"
+    clip_g = {**CLIP_L, "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
+              "num_attention_heads": 20, "projection_dim": 1280, "hidden_act": "gelu"}  # fmt: skip
+    clips = [CLIP_L, clip_g] if family.startswith("sd3") else [CLIP_L]
+    parts: dict = {}
+    for i, cfg in enumerate(clips):
+        suffix = "" if i == 0 else f"_{i + 1}"
+        cls = transformers.CLIPTextModelWithProjection if family.startswith("sd3") else (
+            transformers.CLIPTextModel)  # fmt: skip
+        parts[f"text_encoder{suffix}"] = cls(transformers.CLIPTextConfig(**cfg)).half()
+        write_clip_tokenizer(tmp / f"tokenizer{suffix}")
+        parts[f"tokenizer{suffix}"] = transformers.CLIPTokenizer.from_pretrained(
+            tmp / f"tokenizer{suffix}"
+        )
+    t5 = "_3" if family.startswith("sd3") else "_2"
+    parts[f"text_encoder{t5}"] = transformers.T5EncoderModel(
+        transformers.T5Config(**T5_XXL_2L)
+    ).half()
+    write_t5_tokenizer(tmp / f"tokenizer{t5}")
+    parts[f"tokenizer{t5}"] = transformers.T5TokenizerFast.from_pretrained(tmp / f"tokenizer{t5}")
+    cls = diffusers.SD3Transformer2DModel if family.startswith("sd3") else (
+        diffusers.FluxTransformer2DModel)  # fmt: skip
+    parts["transformer"] = cls(**spec["transformer"]).half()
+    parts["vae"] = diffusers.AutoencoderKL(**FLOW_VAE, **spec["vae"]).half()
+    parts["scheduler"] = diffusers.FlowMatchEulerDiscreteScheduler(**spec["scheduler"])
+    pipe = getattr(diffusers, spec["pipeline"])(**parts)
+    pipe.save_pretrained(CACHE / f".{family}-building", safe_serialization=True)
+    os.replace(CACHE / f".{family}-building", folder)
+    return folder
+
+
 def build_folder(family: str) -> Path:
     """The random-weight fp16 folder of a family, made once (a few minutes for SDXL)."""
     folder = CACHE / f"{family}-random"
     if (folder / "model_index.json").is_file():
         return folder
+    if family in FLOW:
+        return build_flow_folder(family)
     import diffusers
     import torch
     import transformers
@@ -151,6 +225,20 @@ def diffusers_pipeline(pipe, family: str):
     import diffusers
 
     text, network = pipe.text_encoder, pipe.network
+    if family in FLOW:
+        parts = {"vae": pipe.codec.vae, "transformer": network.transformer,
+                 "scheduler": diffusers.FlowMatchEulerDiscreteScheduler.from_config(
+                     pipe.components.schedule.config)}  # fmt: skip
+        if family.startswith("sd3"):
+            parts.update(text_encoder=text.clips[0], text_encoder_2=text.clips[1],
+                         tokenizer=text.tokenizers[0], tokenizer_2=text.tokenizers[1],
+                         tokenizer_3=text.t5[0], text_encoder_3=text.t5[1])  # fmt: skip
+        else:
+            parts.update(tokenizer=text.clip[0], text_encoder=text.clip[1],
+                         tokenizer_2=text.t5[0], text_encoder_2=text.t5[1])  # fmt: skip
+        theirs = getattr(diffusers, FLOW[family]["pipeline"])(**parts)
+        theirs.set_progress_bar_config(disable=True)
+        return theirs
     parts = {"vae": pipe.codec.vae, "unet": network.unet,
              "scheduler": diffusers.EulerDiscreteScheduler.from_config(network.schedule.config),
              "text_encoder": text.encoders[0], "tokenizer": text.tokenizers[0]}  # fmt: skip
@@ -173,7 +261,7 @@ def compare_speed(folder: Path, family: str, args: argparse.Namespace, size: int
     torch.set_num_threads(args.threads)
     pipe = Pipeline.load(folder, device="cpu")
     theirs = diffusers_pipeline(pipe, family)
-    cfg = 7.5
+    cfg = FLOW[family]["cfg"] if family in FLOW else 7.5
     rows = []
     for batch in args.batches:
 
@@ -183,9 +271,12 @@ def compare_speed(folder: Path, family: str, args: argparse.Namespace, size: int
 
         def theirs_run(steps: int, batch=batch):
             gens = [torch.Generator().manual_seed(i) for i in range(batch)]
+            extra = {"guidance_scale": cfg}
+            if family.startswith("flux"):  # dev: the distilled guidance input, cfg stays 1
+                extra = {"guidance_scale": 3.5, "true_cfg_scale": cfg}
             return theirs(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps,
-                          guidance_scale=cfg, height=size, width=size, generator=gens,
-                          num_images_per_prompt=batch).images  # fmt: skip
+                          height=size, width=size, generator=gens,
+                          num_images_per_prompt=batch, **extra).images  # fmt: skip
 
         times: dict[str, list[float]] = {"latentkit": [], "diffusers": []}
         outputs = {}
@@ -352,7 +443,7 @@ def main() -> None:
         build = [sys.executable, __file__, "--build", family]
         subprocess.run(build, check=True)
         folder = build_folder(family)
-        size = args.size or FAMILIES[family]["size"]
+        size = args.size or {**FAMILIES, **FLOW}[family]["size"]
         weights = sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
         memory = {"weights_on_disk_gb": round(weights / 1e9, 2), "disk_dtype": "float16",
                   **measure_memory(folder, size, args.threads)}  # fmt: skip
