@@ -145,6 +145,9 @@ def test_cli_takes_base(folder, skeletons, tmp_path, capsys) -> None:
     assert "--base FOLDER" in capsys.readouterr().err
     assert main([*args, "--base", str(folder), "--out", str(out)]) == 0
     assert out.is_file()
+    capsys.readouterr()
+    assert main(["info", str(file), "--base", str(folder)]) == 0
+    assert "Stable Diffusion 3 (single file, StableDiffusion3Pipeline)" in capsys.readouterr().out
 
 
 def real_width_flux(folder: Path, family: str, out: Path) -> tuple[Path, dict]:

@@ -790,6 +790,7 @@ def info(
     ] = None,
     model: ModelOpt = None,
     prediction: PredictionOpt = None,
+    base: BaseOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON.")] = False,
 ) -> None:
     """Describe any model latentkit loads: family, codec, text encoder, network, defaults."""
@@ -799,7 +800,7 @@ def info(
     if model_arg is not None and model is not None and model_arg != model:
         raise InvalidArgument(f"two models given: {model_arg} and --model {model}; give one")
     path = model if model is not None else model_arg
-    parts = load_components(path, prediction=prediction)
+    parts = load_components(path, prediction=prediction, base=base)
     d = parts.defaults
     h, w = parts.codec.native_size
     size = f"{w}x{h}" + (f", {parts.codec.native_frames} frames" if parts.is_video else "")
