@@ -212,25 +212,71 @@ def sample_euler_ancestral(
     return x
 
 
-SAMPLERS: dict[str, Sampler] = {
-    "euler": sample_euler,
-    "heun": sample_heun,
-    "dpmpp_2m": sample_dpmpp_2m,
-    "euler_a": sample_euler_ancestral,
+@dataclass(frozen=True)
+class SamplerInfo:
+    """What the operations and interfaces need to know of a sampler without running it, kept
+    here so no caller tests sampler names."""
+
+    name: str
+    fn: Sampler
+    stochastic: bool  # draws fresh noise each step: no replay from given noise, no morphs
+    invertible: bool  # has a one-step forward rule, so inversion can run it from t=0 to 1
+    calls_per_step: int  # network evaluations per step (Heun skips its last second call)
+    a1111: str  # AUTOMATIC1111's name, as its infotext and /sdapi/v1/samplers write it
+    comfy: str  # ComfyUI's sampler_name
+
+
+SAMPLER_INFO: dict[str, SamplerInfo] = {
+    info.name: info
+    for info in (
+        SamplerInfo("euler", sample_euler, False, True, 1, "Euler", "euler"),
+        SamplerInfo("heun", sample_heun, False, True, 2, "Heun", "heun"),
+        SamplerInfo("dpmpp_2m", sample_dpmpp_2m, False, False, 1, "DPM++ 2M", "dpmpp_2m"),
+        SamplerInfo(
+            "euler_a", sample_euler_ancestral, True, False, 1, "Euler a", "euler_ancestral"
+        ),
+    )
 }
+SAMPLERS: dict[str, Sampler] = {name: info.fn for name, info in SAMPLER_INFO.items()}
+DETERMINISTIC = tuple(name for name, info in SAMPLER_INFO.items() if not info.stochastic)
+INVERTIBLE = tuple(name for name, info in SAMPLER_INFO.items() if info.invertible)
 
 
-def get_sampler(name: str) -> Sampler:
+def sampler_info(name: str) -> SamplerInfo:
     """Look a sampler up by its CLI/config name, naming the choices when the name is wrong."""
     try:
-        return SAMPLERS[name]
+        return SAMPLER_INFO[name]
     except (KeyError, TypeError):
         choices = ", ".join(SAMPLERS)
         raise InvalidArgument(f"unknown sampler {name!r}; choose one of: {choices}") from None
 
 
+def get_sampler(name: str) -> Sampler:
+    return sampler_info(name).fn
+
+
+def require_deterministic(name: str, what: str) -> None:
+    """Refuse a stochastic sampler where the same noise must give the same path (morphs,
+    prompt switching, replaying an inversion)."""
+    if sampler_info(name).stochastic:
+        raise InvalidArgument(
+            f"{what} needs a deterministic sampler: {', '.join(DETERMINISTIC)}, got {name!r}"
+        )
+
+
 def model_calls(name: str, steps: int) -> int:
     """Network evaluations for a schedule of `steps` ending at t=0 (Heun skips its last call)."""
-    get_sampler(name)
+    calls = sampler_info(name).calls_per_step
     check_positive_int("steps", steps)
-    return 2 * steps - 1 if name == "heun" else steps
+    return calls * steps - (calls - 1)
+
+
+def sampler_by_a1111_name(label: str) -> str | None:
+    """Our name for AUTOMATIC1111's sampler label ("Euler a", "DPM++ 2M Karras" -> dpmpp_2m),
+    or None when we have no such sampler."""
+    base = label.strip().lower().removesuffix(" karras").removesuffix(" exponential")
+    return next((n for n, i in SAMPLER_INFO.items() if i.a1111.lower() == base), None)
+
+
+def sampler_by_comfy_name(label: str) -> str | None:
+    return next((n for n, i in SAMPLER_INFO.items() if i.comfy == label), None)

@@ -15,6 +15,7 @@ import re
 import torch
 from torch import Tensor
 
+from latentkit.diffusion.samplers import require_deterministic
 from latentkit.errors import InvalidArgument, check_finite
 from latentkit.models.components import PromptEmbeds
 from latentkit.ops.source import ImageInput, prepare
@@ -137,8 +138,7 @@ def switch_prompts(
     """Sample with `first` until time `switch` of the way, then with `second`, same noise."""
     switch = check_finite("switch", switch, low=0.0, high=1.0)
     recipe = pipe.recipe(second, **recipe_args)
-    if recipe.sampler == "euler_a":
-        raise InvalidArgument("prompt switching needs a deterministic sampler")
+    require_deterministic(recipe.sampler, "prompt switching")
     ts = pipe.times(recipe)
     k = round(recipe.steps * switch)
     noise, _ = pipe.initial_noise(recipe)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from latentkit.diffusion.samplers import require_deterministic
 from latentkit.errors import InvalidArgument, check_positive_int
 from latentkit.models.components import PromptEmbeds
 from latentkit.ops.invert import invert
@@ -164,10 +165,7 @@ def interpolate(
         raise InvalidArgument(f"interpolation needs at least 2 keyframes, got {len(keyframes)}")
     recipe_args.setdefault("seed", 0)
     recipe = pipe.recipe(prompt, **recipe_args)
-    if recipe.sampler == "euler_a":
-        raise InvalidArgument(
-            "interpolation needs a deterministic sampler: euler, heun or dpmpp_2m"
-        )
+    require_deterministic(recipe.sampler, "interpolation")
     keys = [resolve(pipe, spec, recipe) for spec in keyframes]
     positions = frame_positions(len(keys), frames)
     latents = render(pipe, keys, positions, recipe)

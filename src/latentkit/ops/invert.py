@@ -15,13 +15,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from latentkit.diffusion.samplers import StepInfo
+from latentkit.diffusion.samplers import INVERTIBLE, StepInfo, require_deterministic, sampler_info
 from latentkit.errors import InvalidArgument
 from latentkit.models.components import Velocity
 from latentkit.ops.source import ImageInput, prepare
 from latentkit.pipeline import Generation, Pipeline, Recipe
-
-INVERTIBLE = ("euler", "heun")
 
 
 def velocity(model: Velocity, x: Tensor, t: float) -> Tensor:
@@ -42,7 +40,7 @@ def integrate_forward(
     for i, (t, t_next) in enumerate(pairwise(times)):
         v = velocity(model, x, t)
         x_euler = x + (t_next - t) * v
-        if sampler == "heun" and t != 0.0:
+        if sampler_info(sampler).calls_per_step == 2 and t != 0.0:
             x = x + (t_next - t) * (v + velocity(model, x_euler, t_next)) / 2
         else:
             x = x_euler  # Heun's first step from t=0 is Euler, mirroring its last step into 0
@@ -89,10 +87,7 @@ def invert(
 
 def generate_from_noise(pipe: Pipeline, noise: Tensor, recipe: Recipe) -> Generation:
     """Regenerate from given noise (an inversion), deterministically."""
-    if recipe.sampler not in INVERTIBLE and recipe.sampler != "dpmpp_2m":
-        raise InvalidArgument(
-            f"sampling from given noise needs a deterministic sampler, got {recipe.sampler!r}"
-        )
+    require_deterministic(recipe.sampler, "sampling from given noise")
     expected = pipe.latent_shape(recipe.height, recipe.width, recipe.frames)
     if tuple(noise.shape[1:]) != expected:
         shape = ", ".join(str(d) for d in expected)
