@@ -95,6 +95,24 @@ def test_inpaint_without_keep_changes_more(pipe: Pipeline, picture: Image.Image)
     assert loose.images[0].size == picture.size
 
 
+def test_inpaint_strength_moves_from_the_round_trip_to_full_regeneration(
+    pipe: Pipeline, picture: Image.Image
+) -> None:
+    box, args = (4, 4, 12, 12), {"seed": 0, "steps": 4, "keep_unmasked": False}
+    kept = inpaint(pipe, picture, box, "a star", strength=0.0, **args).images[0]
+    round_trip = img2img(pipe, picture, "a star", seed=0, steps=4, strength=0.0).images[0]
+    assert np.array_equal(px(kept), px(round_trip))  # nothing regenerated: the VAE round trip
+    half = inpaint(pipe, picture, box, "a star", strength=0.5, **args)
+    full = inpaint(pipe, picture, box, "a star", **args).images[0]
+    inside = (slice(4, 12), slice(4, 12))
+    diffs = [np.abs(px(im)[inside].astype(int) - px(round_trip)[inside]).mean()
+             for im in (half.images[0], full)]  # fmt: skip
+    assert 0 < diffs[0] < diffs[1]  # half strength stays closer to the image than a full redo
+    assert half.recipe_of(0)["strength"] == 0.5
+    with pytest.raises(InvalidArgument, match="strength"):
+        inpaint(pipe, picture, box, "x", seed=0, steps=2, strength=-0.1)
+
+
 def test_mask_of_another_size_is_resized_with_a_note(pipe: Pipeline, picture: Image.Image) -> None:
     big = Image.new("RGBA", (64, 64), (255, 255, 255, 255))
     with pytest.warns(UserWarning, match="mask resized"):

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import Tensor
 
 from latentkit.diffusion.flow import interpolate
-from latentkit.errors import InvalidArgument
+from latentkit.errors import InvalidArgument, check_finite
 from latentkit.models.components import Velocity
 from latentkit.ops.source import (
     ImageInput,
@@ -105,11 +105,15 @@ def inpaint(
     feather_px: int | None = None,
     keep_unmasked: bool = True,
     keep_size: bool = False,
+    strength: float = 1.0,
     callback: Callable[[Progress], None] | None = None,
     **recipe_args: object,
 ) -> Generation:
     """Regenerate the white part of `mask` following `prompt`. Pixels outside the mask and its
-    feather (default: one latent cell) stay byte-identical to the image the model works on."""
+    feather (default: one latent cell) stay byte-identical to the image the model works on.
+    `strength` below 1 starts the masked part from the image noised that far (img2img inside
+    the mask: AUTOMATIC1111's "original" fill, ComfyUI's denoise) instead of from pure noise."""
+    strength = check_finite("strength", strength, low=0.0, high=1.0)
     source = read_image(image, min_size=min_side(pipe))
     m = load_mask(mask, source.size)
     img, pixels = prepare(pipe, source, keep_size)
@@ -120,8 +124,17 @@ def inpaint(
     regenerate = latent_mask(m, pipe.factor).to(pipe.device)
     noise0, noise = pipe.initial_noise(recipe)
     wrap = lambda model: keep_known(model, x0, noise0, regenerate)  # noqa: E731
-    latents = pipe.denoise(recipe, noise0, noise, callback=callback, wrap=wrap)
-    result = pipe.finish(recipe, latents, op="inpaint", source=describe(image))
+    skipped = recipe.steps - round(recipe.steps * strength)
+    if strength == 1.0:
+        latents = pipe.denoise(recipe, noise0, noise, callback=callback, wrap=wrap)
+    elif skipped == recipe.steps:
+        latents = x0.float().cpu()
+    else:
+        ts = pipe.times(recipe)[skipped:]
+        x = interpolate(x0, noise0, float(ts[0]))
+        latents = pipe.sample(recipe, x, noise, ts, callback, wrap=wrap)
+    extra = {} if strength == 1.0 else {"strength": strength}
+    result = pipe.finish(recipe, latents, op="inpaint", source=describe(image), **extra)
     if keep_unmasked:
         weight = feather(m, pipe.factor if feather_px is None else feather_px)
         result.images = [composite(img, out, weight) for out in result.images]
