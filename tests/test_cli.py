@@ -36,7 +36,9 @@ def test_generate_writes_png_with_recipe(tiny_model_dir: Path, tmp_path: Path, c
     assert recipe["model"].startswith("tiny@")
     assert {"latentkit", "torch", "device", "dtype"} <= set(recipe["fingerprint"])
     text = Image.open(out).text
-    assert text["prompt"] == "a cat" and text["size"] == "32x16" and text["seed"] == "42"
+    assert text["size"] == "32x16" and text["seed"] == "42"
+    assert "prompt" not in text  # ComfyUI's graph chunk is named `prompt`: ours must not collide
+    assert text["parameters"].startswith("a cat\nNegative prompt: dog\nSteps: 3, Sampler: Heun")
 
 
 def test_generate_from_png_regenerates_exactly(
@@ -146,7 +148,7 @@ def test_from_png_without_recipe(tiny_model_dir: Path, tmp_path: Path, capsys) -
     path = tmp_path / "plain.png"
     Image.new("RGB", (16, 16)).save(path)
     code, _, err = run(capsys, "generate", "--from", path, "--model", tiny_model_dir)
-    assert code == 2 and "carries no latentkit recipe" in err
+    assert code == 2 and "carries no recipe" in err and "AUTOMATIC1111" in err
 
 
 def test_help_explains_empty_prompt(capsys) -> None:
@@ -183,3 +185,24 @@ def test_console_entry_exit_codes_and_output_survive_the_quick_exit(
     assert f"wrote {out}" in ok.stdout and read_png_recipe(out)["seed"] == 3
     bad = subprocess.run([*base, "--steps", "0", "--out", str(out)], capture_output=True, text=True)
     assert bad.returncode == 2 and "steps must be at least 1" in bad.stderr
+
+
+def test_generate_from_an_automatic1111_png_uses_its_parameters(
+    tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a red fox\nNegative prompt: blurry\nSteps: 3, Sampler: Euler, "
+                  "CFG scale: 2, Seed: 5, Size: 16x16, Model: v1-5-pruned-emaonly")  # fmt: skip
+    Image.new("RGB", (512, 512)).save(tmp_path / "a1111.png", pnginfo=info)
+    with pytest.warns(UserWarning, match="made with model v1-5-pruned-emaonly"):
+        code, _, _ = run(capsys, "generate", "--from", tmp_path / "a1111.png", "--model",
+                         tiny_model_dir, "--out", tmp_path / "again.png")  # fmt: skip
+    assert code == 0
+    code, _, _ = run(capsys, "generate", "a red fox", "--negative", "blurry", "--steps", 3,
+                     "--sampler", "euler", "--cfg", 2, "--seed", 5, "--size", "16x16", "--model",
+                     tiny_model_dir, "--out", tmp_path / "direct.png")  # fmt: skip
+    assert code == 0
+    again, direct = Image.open(tmp_path / "again.png"), Image.open(tmp_path / "direct.png")
+    assert np.array_equal(np.asarray(again), np.asarray(direct))

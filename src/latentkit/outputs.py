@@ -1,8 +1,11 @@
 """Files we write: PNGs, latents, animations and clips that carry the recipe that made them.
 
-A PNG's text chunks hold each field readably and the whole recipe as JSON under "latentkit", so
-`latentkit generate --from image.png` can replay it. A GIF or MP4 carries it in its comment,
-plus a `.json` sidecar for clips. Files are written to a temp name and renamed.
+A PNG's text chunks hold the whole recipe as JSON under "latentkit", so `latentkit generate
+--from image.png` can replay it, the main fields readably, and AUTOMATIC1111's `parameters` text
+that the ecosystem's tools read (JPEG and WebP: the JSON in EXIF ImageDescription, the infotext in
+UserComment, where AUTOMATIC1111 puts it). No chunk is named `prompt`: ComfyUI keeps its graph
+there. A GIF or MP4 carries the recipe in its comment, plus a `.json` sidecar for clips. Files
+are written to a temp name and renamed.
 """
 
 from __future__ import annotations
@@ -21,13 +24,18 @@ from torch import Tensor
 
 from latentkit.errors import ImageError, InvalidArgument
 from latentkit.files import atomic_save_tensors, atomic_write, atomic_write_bytes
+from latentkit.infotext import a1111_parameters, recipe_from_a1111, recipe_from_comfyui
 
 RECIPE_KEY = "latentkit"
-READABLE_KEYS = ("prompt", "negative_prompt", "seed", "steps", "cfg", "sampler", "model")
+READABLE_KEYS = ("seed", "steps", "cfg", "sampler", "model")
+A1111_KEY = "parameters"
+COMFYUI_KEY = "prompt"
 
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 EXIF_DESCRIPTION = 0x010E  # ImageDescription: where JPEG and WebP files carry the recipe
+EXIF_IFD, USER_COMMENT = 0x8769, 0x9286  # where AUTOMATIC1111 puts its infotext in JPEG/WebP
+UNICODE_PREFIX = b"UNICODE\0"
 
 
 def save_png(image: Image.Image, path: str | Path, recipe: dict[str, Any] | None = None) -> Path:
@@ -41,6 +49,7 @@ def save_png(image: Image.Image, path: str | Path, recipe: dict[str, Any] | None
             info.add_text("size", f"{recipe['width']}x{recipe['height']}")
         if "fingerprint" in recipe:
             info.add_text("fingerprint", json.dumps(recipe["fingerprint"], sort_keys=True))
+        info.add_text(A1111_KEY, a1111_parameters(recipe))
         info.add_text(RECIPE_KEY, json.dumps(recipe, sort_keys=True))
     buf = io.BytesIO()
     image.save(buf, format="PNG", pnginfo=info)
@@ -60,6 +69,8 @@ def save_image(image: Image.Image, path: str | Path, recipe: dict[str, Any] | No
     exif = Image.Exif()
     if recipe:
         exif[EXIF_DESCRIPTION] = json.dumps({RECIPE_KEY: recipe}, sort_keys=True)
+        comment = UNICODE_PREFIX + a1111_parameters(recipe).encode("utf-16-be")
+        exif.get_ifd(EXIF_IFD)[USER_COMMENT] = comment
     buf = io.BytesIO()
     image.convert("RGB").save(buf, format=kind, quality=95, exif=exif.tobytes())
     atomic_write_bytes(path, buf.getvalue())
@@ -90,28 +101,55 @@ def check_output(out: Path, default_name: str, suffixes: tuple[str, ...] = ()) -
 
 
 def read_png_recipe(path: str | Path) -> dict[str, Any]:
-    """The latentkit recipe a PNG (text chunks) or JPEG/WebP (EXIF) we wrote carries."""
+    """The recipe an image carries: latentkit's own JSON (PNG text chunk, or JPEG/WebP EXIF),
+    else AUTOMATIC1111's infotext, else the simple case of a ComfyUI graph. Recipes read from
+    other tools say so under "source"."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path} does not exist")
     try:
         with Image.open(path) as img:
             text = dict(getattr(img, "text", {}) or {})
-            described = img.getexif().get(EXIF_DESCRIPTION)
+            exif = img.getexif()
+            described, comment = (
+                exif.get(EXIF_DESCRIPTION),
+                exif.get_ifd(EXIF_IFD).get(USER_COMMENT),
+            )
     except (OSError, SyntaxError) as e:
         raise ImageError(f"{path} is not a readable image ({e})") from None
     if RECIPE_KEY not in text and described:
         with contextlib.suppress(json.JSONDecodeError, AttributeError, TypeError):
-            text = {RECIPE_KEY: json.dumps(json.loads(described)[RECIPE_KEY])}
-    if RECIPE_KEY not in text:
-        raise InvalidArgument(f"{path} carries no latentkit recipe (was it made by latentkit?)")
+            text = {**text, RECIPE_KEY: json.dumps(json.loads(described)[RECIPE_KEY])}
+    if RECIPE_KEY in text:
+        return own_recipe(text[RECIPE_KEY], path)
+    if A1111_KEY not in text and isinstance(comment, bytes):
+        text[A1111_KEY] = decode_user_comment(comment)
+    if text.get(A1111_KEY):
+        return recipe_from_a1111(text[A1111_KEY], str(path))
+    if text.get(COMFYUI_KEY):
+        return recipe_from_comfyui(text[COMFYUI_KEY], str(path))
+    raise InvalidArgument(
+        f"{path} carries no recipe: neither latentkit's, AUTOMATIC1111's `parameters` nor a "
+        "ComfyUI graph"
+    )
+
+
+def own_recipe(text: str, path: Path) -> dict[str, Any]:
     try:
-        recipe = json.loads(text[RECIPE_KEY])
+        recipe = json.loads(text)
     except json.JSONDecodeError:
         raise InvalidArgument(f"{path} has a damaged latentkit recipe") from None
     if not isinstance(recipe, dict):
         raise InvalidArgument(f"{path} has a damaged latentkit recipe")
     return recipe
+
+
+def decode_user_comment(comment: bytes) -> str:
+    """EXIF UserComment: an 8-byte charset prefix, then the text (AUTOMATIC1111: UTF-16BE)."""
+    body = comment[8:]
+    if comment.startswith(UNICODE_PREFIX):
+        return body.decode("utf-16-be", errors="replace")
+    return body.decode("utf-8", errors="replace").rstrip("\0")
 
 
 def save_latents(latents: Tensor, path: str | Path, recipe: dict[str, Any]) -> Path:
