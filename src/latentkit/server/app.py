@@ -256,6 +256,10 @@ def create_app(
     from latentkit.server.routes import add_routes
 
     add_routes(app, studio)
+    from latentkit.server import a1111, openai_api
+
+    app.include_router(a1111.router)
+    app.include_router(openai_api.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(Guard, token=token, max_body=max_upload_bytes + MULTIPART_SLACK)
     return app
