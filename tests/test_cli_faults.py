@@ -212,7 +212,7 @@ def test_one_minimum_size_rule_for_every_command(tiny_model_dir, tmp_path, capsy
 
 def test_large_photos_work_at_native_size_unless_asked(tiny_model_dir, tmp_path, capsys,
                                                        monkeypatch) -> None:  # fmt: skip
-    import latentkit.cli as cli
+    import latentkit.cli.common as cli
 
     steps = []
 
