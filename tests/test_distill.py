@@ -62,3 +62,17 @@ def test_bad_distill_settings_are_refused(tiny_model_dir: Path, tmp_path: Path) 
 
     with pytest.raises(InvalidArgument, match="steps"):
         distill_denoiser(tiny_model_dir, "x", tmp_path / "s", TrainConfig(steps=1), steps=0)
+
+
+def test_the_distill_command_writes_a_student_folder(
+    tiny_model_dir: Path, image_folder: Path, tmp_path: Path
+) -> None:
+    from latentkit.cli import main
+
+    out = tmp_path / "fast"
+    code = main(["distill", "--model", str(tiny_model_dir), "--data", str(image_folder),
+                 "--out", str(out), "--steps", "3", "--batch", "4", "--substeps", "2"])  # fmt: skip
+    assert code == 0
+    bundle = load_bundle(out)
+    assert bundle.sampling["steps"] == 4 and bundle.sampling["cfg"] == 1.0
+    assert bundle.training["denoiser"]["steps"] == 3

@@ -43,6 +43,7 @@ COMMANDS = {
     "info": "models:info",
     "serve": "serve:serve",
     "eval": "models:eval_model",
+    "distill": "training:distill",
     "video": "video:video",
     "video-interpolate": "video:video_interpolate",
 }

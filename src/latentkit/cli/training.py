@@ -22,6 +22,7 @@ from latentkit.cli.options import (
     EveryOpt,
     LrOpt,
     MinutesOpt,
+    ModelOpt,
     ModelOutOpt,
     PresetOpt,
     ResumeOpt,
@@ -34,6 +35,7 @@ from latentkit.errors import check_finite
 from latentkit.eval.train_evalnet import train_eval_network
 from latentkit.pipeline import default_device
 from latentkit.train.commands import train_denoiser, train_vae
+from latentkit.train.distill import distill_denoiser
 from latentkit.train.video import train_video_denoiser, train_video_vae
 
 
@@ -97,6 +99,44 @@ def denoiser(
     path = train_denoiser(
         codec, data, out, cfg, preset_name=preset, resume=resume, device=device,
         caption_dropout=caption_dropout, captions=captions, init=init,
+    )  # fmt: skip
+    typer.echo(f"wrote {path}")
+
+
+def distill(
+    out: ModelOutOpt,
+    model: ModelOpt = None,
+    data: DataOpt = "openmoji",
+    student_steps: Annotated[
+        int, typer.Option(help="Sampling steps of the student (its default when generating).")
+    ] = 4,
+    substeps: Annotated[
+        int, typer.Option(help="Teacher Euler steps per student step (the target).")
+    ] = 6,
+    teacher_cfg: Annotated[
+        float | None, typer.Option(help="Guidance baked into the student (default: the model's).")
+    ] = None,
+    steps: TrainStepsOpt = 1500,
+    minutes: MinutesOpt = None,
+    batch: BatchOpt = 32,
+    lr: LrOpt = 1e-4,
+    ema: EmaOpt = 0.999,
+    seed: TrainSeedOpt = 0,
+    checkpoint_every: EveryOpt = 100,
+    resume: ResumeOpt = False,
+    device: DeviceOpt = None,
+) -> None:
+    """Distil a latentkit model into a few-step student that samples at cfg 1 (pass its folder as
+    --model)."""
+    from latentkit.families.bundle import shipped_model
+
+    cfg = common.train_config(
+        steps=steps, minutes=minutes, batch_size=batch, lr=lr, seed=seed, ema_decay=ema,
+        checkpoint_every=checkpoint_every, warmup=50,
+    )  # fmt: skip
+    path = distill_denoiser(
+        model if model is not None else shipped_model(), data, out, cfg, steps=student_steps,
+        substeps=substeps, guidance=teacher_cfg, resume=resume, device=device,
     )  # fmt: skip
     typer.echo(f"wrote {path}")
 
