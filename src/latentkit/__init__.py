@@ -1,6 +1,6 @@
 """latentkit: generate and edit images through latent space."""
 
-__version__ = "0.1.0"
+from latentkit.version import __version__
 
 __all__ = ["Pipeline", "__version__"]
 

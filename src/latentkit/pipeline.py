@@ -22,7 +22,6 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from latentkit import __version__
 from latentkit.diffusion.guidance import guided
 from latentkit.diffusion.samplers import StepInfo, get_sampler
 from latentkit.errors import (
@@ -38,6 +37,7 @@ from latentkit.families import load_components
 from latentkit.families.base import Components, Defaults
 from latentkit.models.components import PromptEmbeds, Velocity
 from latentkit.models.text import check_prompt
+from latentkit.version import __version__
 
 MAX_BATCH = 4096
 MAX_FRAMES = 257

@@ -6,8 +6,8 @@
 - a diffusers folder (`model_index.json`) of a supported pipeline class: Stable Diffusion 1.x
   and 2.x (epsilon or v-prediction), SDXL base, SD3/3.5, FLUX.1 (dev and schnell), PixArt-alpha
   and -Sigma, Sana, and LTX-Video (a video model);
-- a single `.safetensors` checkpoint of Stable Diffusion 1.x, 2.x or SDXL (the AUTOMATIC1111 /
-  ComfyUI layout), its family read from the file's header alone.
+- a single `.safetensors` checkpoint of Stable Diffusion 1.x, 2.x, SDXL, SD3/3.5 or FLUX.1 (the
+  AUTOMATIC1111 / ComfyUI layout), its family read from the file's header alone.
 
 Nothing here touches a network: every file comes from the given path or from inside installed
 packages. Anything else is refused with a message naming what is supported.
@@ -15,41 +15,13 @@ packages. Anything else is refused with a message naming what is supported.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from latentkit.errors import InvalidArgument, ModelFileError
 from latentkit.families.base import Components
-
-
-@dataclass(frozen=True)
-class Family:
-    key: str
-    title: str
-    layout: str  # how it is recognised on disk
-
-
-FAMILIES = (
-    Family("latentkit", "latentkit image and video models", "folder with latentkit.json"),
-    Family("sd1", "Stable Diffusion 1.x", "diffusers folder, StableDiffusionPipeline"),
-    Family(
-        "sd2", "Stable Diffusion 2.x (epsilon or v)", "diffusers folder, StableDiffusionPipeline"
-    ),
-    Family("sdxl", "Stable Diffusion XL base", "diffusers folder, StableDiffusionXLPipeline"),
-    Family("sd3", "Stable Diffusion 3/3.5", "diffusers folder, StableDiffusion3Pipeline"),
-    Family("flux", "FLUX.1 dev and schnell", "diffusers folder, FluxPipeline"),
-    Family("pixart", "PixArt-alpha and PixArt-Sigma", "diffusers folder, PixArt*Pipeline"),
-    Family("sana", "Sana", "diffusers folder, SanaPipeline"),
-    Family("ltx-video", "LTX-Video", "diffusers folder, LTXPipeline"),
-)
-
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
-
-
-def supported() -> str:
-    return "; ".join(f"{f.title} ({f.layout})" for f in FAMILIES)
+from latentkit.families.registry import FAMILIES, Family, not_a_model, supported
 
 
 def load_components(
@@ -92,26 +64,6 @@ def load_components(
             base=Path(base) if base is not None else None,
         )  # fmt: skip
     raise ModelFileError(not_a_model(root))
-
-
-def not_a_model(root: Path) -> str:
-    if not root.exists():
-        return f"model path {root} does not exist"
-    if root.is_file() and root.suffix.lower() in PICKLE_SUFFIXES:
-        return (
-            f"{root.name} is a pickled checkpoint ({root.suffix}): loading one runs whatever code "
-            "it contains, so latentkit refuses it. Use the model's .safetensors or diffusers "
-            "folder instead"
-        )
-    if root.is_file():
-        return (
-            f"{root} is neither a .safetensors checkpoint nor a model folder. Supported: "
-            f"{supported()}; single .safetensors files of Stable Diffusion 1.x, 2.x and SDXL"
-        )
-    return (
-        f"{root} holds neither latentkit.json nor model_index.json, so it is not a model folder "
-        f"latentkit knows. Supported: {supported()}"
-    )
 
 
 __all__ = ["FAMILIES", "Family", "load_components", "supported"]

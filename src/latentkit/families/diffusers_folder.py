@@ -84,7 +84,7 @@ class Folder:
 
     @classmethod
     def open(cls, root: Path) -> Folder:
-        from latentkit.families import supported
+        from latentkit.families.registry import supported
 
         index = read_json(root / "model_index.json", "model index")
         pipeline = index.get("_class_name")

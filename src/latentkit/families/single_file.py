@@ -54,7 +54,7 @@ V_MARKERS = ("v_pred", "ztsnr")
 def detect(header: dict[str, Any], path: Path) -> str:
     """sd1, sd2 or sdxl from the header's names and shapes; otherwise a message that lists what
     is supported and what the header looked like."""
-    from latentkit.families import supported
+    from latentkit.families.registry import supported
 
     if SDXL_KEY in header:
         return "sdxl"

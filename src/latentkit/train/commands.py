@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 import torch
 from safetensors.torch import load_file
 
-from latentkit import __version__
 from latentkit.config import (
     CODEC_PRESETS,
     DENOISER_PRESETS,
@@ -41,6 +40,7 @@ from latentkit.train.tasks import (
     fit_codec_statistics,
     training_images,
 )
+from latentkit.version import __version__
 
 T = TypeVar("T")
 
