@@ -498,7 +498,7 @@ def test_serve_beyond_loopback_needs_a_token(capsys) -> None:
 
 
 def test_two_workers_run_jobs_side_by_side(pipe, outputs: Path) -> None:
-    from latentkit.server.app import LockedEncoder
+    from latentkit.server.state import LockedEncoder
 
     app = create_app(outputs=outputs, pipe=pipe, max_concurrent=2)
     try:
