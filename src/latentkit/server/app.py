@@ -6,7 +6,7 @@ reach the Studio through a dependency; this module is the only one that knows th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -57,8 +57,15 @@ def create_app(
     offload: bool = False,
     vae: str | Path | None = None,
     base: str | Path | None = None,
+    max_work: int | None = None,
+    allowed_hosts: Iterable[str] | None = None,
 ) -> FastAPI:
     """The app `latentkit serve` runs; tests pass a loaded `pipe` to share one tiny model.
+
+    `max_work` caps one request's pixels x steps x images (default: 16 images at twice the
+    model's side at 50 steps). `allowed_hosts` are Host names accepted besides the address the
+    server listens on and loopback names (which, without a token, are all it accepts: see
+    guard.py).
 
     The video model (`video_model`, else $LATENTKIT_VIDEO_MODEL, else the shipped one) loads on
     first use; if it is missing the server still runs and /api/video answers 501."""
@@ -67,10 +74,10 @@ def create_app(
                              base=base)  # fmt: skip
     if max_concurrent > 1 and not isinstance(pipe.text_encoder, LockedEncoder):
         pipe.text_encoder = LockedEncoder(pipe.text_encoder)
-    queue = JobQueue(max_concurrent, on_error=lambda e: error_body(to_api_error(e)))
-    studio = Studio(
-        pipe, Storage(outputs), queue, preview_every, max_upload_bytes, video_model, video_pipe
-    )
+    storage = Storage(outputs)
+    queue = JobQueue(max_concurrent, on_error=lambda e: error_body(to_api_error(e, storage.root)))
+    studio = Studio(pipe, storage, queue, preview_every, max_upload_bytes, video_model,
+                    video_pipe, max_work)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -89,5 +96,6 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(Guard, token=token, max_body=max_upload_bytes + MULTIPART_SLACK)
+    app.add_middleware(Guard, token=token, max_body=max_upload_bytes + MULTIPART_SLACK,
+                       allowed_hosts=allowed_hosts)  # fmt: skip
     return app

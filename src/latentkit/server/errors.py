@@ -2,11 +2,13 @@
 
 Pydantic's 422s, latentkit's own errors (400, or 404 for ids that name nothing), and errors
 raised inside a job, which `?wait=true` answers with the same status they would have had up front.
+Messages never carry the outputs folder's path: a client knows its files by id.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -46,11 +48,23 @@ def field_of(message: str) -> str | None:
     return next((w for w in words if w != "image"), words[0] if words else None)
 
 
-def to_api_error(e: BaseException) -> ApiError:
-    """The answer an exception becomes."""
+def without_paths(message: str, root: str | Path | None) -> str:
+    """The message with the outputs folder dropped from any path in it, so
+    `/srv/out/upload-1.png` reads `upload-1.png`: the id the client knows, nothing about the
+    server's disk."""
+    if root is None:
+        return message
+    root = str(root).rstrip("/\\")
+    for sep in ("/", "\\"):
+        message = message.replace(root + sep, "")
+    return message.replace(root, "the outputs folder")
+
+
+def to_api_error(e: BaseException, root: str | Path | None = None) -> ApiError:
+    """The answer an exception becomes, with `root` (the outputs folder) kept out of it."""
     if isinstance(e, ApiError):
-        return e
-    message = str(e)
+        return ApiError(e.status, without_paths(e.message, root), e.field)
+    message = without_paths(str(e), root)
     if isinstance(e, NotFound):
         return ApiError(404, message, field_of(message))
     if isinstance(e, LatentkitError):
@@ -62,16 +76,22 @@ def error_body(e: ApiError) -> dict[str, Any]:
     return {"error": e.message, "field": e.field, "status": e.status}
 
 
+def outputs_root(request: Request) -> Path | None:
+    studio = getattr(request.app.state, "studio", None)
+    return studio.storage.root if studio is not None else None
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """Every failure answered as `error_body`; a 422 also lists each invalid field."""
 
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, e: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(e), status_code=e.status)
+    async def api_error(request: Request, e: ApiError) -> JSONResponse:
+        err = to_api_error(e, outputs_root(request))
+        return JSONResponse(error_body(err), status_code=err.status)
 
     @app.exception_handler(LatentkitError)
-    async def latentkit_error(_: Request, e: LatentkitError) -> JSONResponse:
-        err = to_api_error(e)
+    async def latentkit_error(request: Request, e: LatentkitError) -> JSONResponse:
+        err = to_api_error(e, outputs_root(request))
         return JSONResponse(error_body(err), status_code=err.status)
 
     @app.exception_handler(RequestValidationError)

@@ -50,12 +50,13 @@ async def edit(body: s.EditRequest, st: StudioDep, wait: bool = False) -> JSONRe
     from latentkit.ops.directions import Direction, check_direction, edit_image
 
     st.check_model(body)
-    path, _ = st.image(body.image)
+    src = st.source(body.image, False)
+    path = src.path
     direction = Direction.load(st.storage.direction_path(body.direction))
     check_direction(st.pipe, direction)
     prompt = body.prompt if body.prompt is not None else st.prompt_of(path)
-    if body.steps is not None:
-        st.pipe.recipe(prompt, steps=body.steps)
+    steps = st.pipe.recipe(prompt, steps=body.steps).steps
+    st.check_work(*src.working, steps, len(body.amounts), "amounts")
 
     def run(job: Job) -> dict[str, Any]:
         rows = edit_image(st.pipe, path, direction, body.amounts, prompt, body.steps)
@@ -67,4 +68,4 @@ async def edit(body: s.EditRequest, st: StudioDep, wait: bool = False) -> JSONRe
             images.append({"id": image_id, "amount": amount, "recipe": recipe})
         return {"images": images}
 
-    return await st.submit("edit", run, wait)
+    return await st.submit("edit", run, wait, src.notices)

@@ -14,7 +14,7 @@ from latentkit.server.errors import ApiError
 from latentkit.server.guard import TOKEN_COOKIE
 from latentkit.server.routes_video import video_info
 from latentkit.server.state import StudioDep
-from latentkit.server.storage import MEDIA_TYPES
+from latentkit.server.storage import MEDIA_TYPES, is_upload
 
 STATIC = Path(__file__).parent / "static"
 router = APIRouter()
@@ -99,7 +99,7 @@ async def get_file(file_id: str, st: StudioDep) -> FileResponse:
 
 @router.get("/api/gallery", tags=["files"])
 async def gallery(st: StudioDep, limit: int = 100) -> list[dict[str, Any]]:
-    """Stored PNGs, newest first, with their recipes."""
+    """Stored images, newest first, with their recipes; `kind` says which were uploaded."""
     from latentkit.outputs import read_png_recipe
 
     out = []
@@ -108,7 +108,8 @@ async def gallery(st: StudioDep, limit: int = 100) -> list[dict[str, Any]]:
             recipe = read_png_recipe(path)
         except LatentkitError:
             recipe = None
-        out.append({"id": path.name, "recipe": recipe})
+        kind = "upload" if is_upload(path.name) else "generated"
+        out.append({"id": path.name, "recipe": recipe, "kind": kind})
     return out
 
 

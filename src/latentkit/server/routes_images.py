@@ -49,16 +49,16 @@ async def img2img(body: s.Img2ImgRequest, st: StudioDep, wait: bool = False) -> 
     from latentkit.ops import img2img as op
 
     st.check_model(body)
-    path, _ = st.image(body.image)
-    st.check_recipe(body)
+    src = st.source(body.image, body.keep_size)
+    st.check_recipe(body, width=src.working[0], height=src.working[1])
 
     def run(job: Job) -> dict[str, Any]:
         progress = job.progress_callback(st.preview_every)
-        result = op(st.pipe, path, body.prompt, strength=body.strength, callback=progress,
-                    **body.recipe_args())  # fmt: skip
+        result = op(st.pipe, src.path, body.prompt, strength=body.strength, callback=progress,
+                    keep_size=body.keep_size, **body.recipe_args())  # fmt: skip
         return st.save_generation(result, source=body.image)
 
-    return await st.submit("img2img", run, wait)
+    return await st.submit("img2img", run, wait, src.notices)
 
 
 @router.post("/api/inpaint", status_code=202, tags=["edit"])
@@ -67,23 +67,23 @@ async def inpaint(body: s.InpaintRequest, st: StudioDep, wait: bool = False) -> 
     from latentkit.ops.inpaint import load_mask
 
     st.check_model(body)
-    path, size = st.image(body.image)
+    src = st.source(body.image, body.keep_size)
     mask_path, mask_size = st.image(body.mask, "mask")
-    if mask_size != size:
-        message = (f"mask is {mask_size[0]}x{mask_size[1]} but the image is {size[0]}x{size[1]}: "
-                   "paint the mask at the image's size")  # fmt: skip
+    if mask_size != src.size:
+        message = (f"mask is {mask_size[0]}x{mask_size[1]} but the image is {src.size[0]}x"
+                   f"{src.size[1]}: paint the mask at the image's size")  # fmt: skip
         raise ApiError(400, message, "mask")
-    load_mask(mask_path, size)  # refuses an all-black mask before queueing
-    st.check_recipe(body)
+    load_mask(mask_path, src.size)  # refuses an all-black mask before queueing
+    st.check_recipe(body, width=src.working[0], height=src.working[1])
 
     def run(job: Job) -> dict[str, Any]:
         progress = job.progress_callback(st.preview_every)
-        result = op(st.pipe, path, mask_path, body.prompt, feather_px=body.feather,
-                    keep_unmasked=body.keep_unmasked, callback=progress,
-                    **body.recipe_args())  # fmt: skip
+        result = op(st.pipe, src.path, mask_path, body.prompt, feather_px=body.feather,
+                    keep_unmasked=body.keep_unmasked, keep_size=body.keep_size,
+                    callback=progress, **body.recipe_args())  # fmt: skip
         return st.save_generation(result, source=body.image, mask=body.mask)
 
-    return await st.submit("inpaint", run, wait)
+    return await st.submit("inpaint", run, wait, src.notices)
 
 
 @router.post("/api/outpaint", status_code=202, tags=["edit"])
@@ -91,20 +91,23 @@ async def outpaint(body: s.OutpaintRequest, st: StudioDep, wait: bool = False) -
     from latentkit.ops import outpaint as op
 
     st.check_model(body)
-    path, (width, height) = st.image(body.image)
-    sides = check_sides(st, body, width, height)
-    st.check_recipe(body)
+    src = st.source(body.image, body.keep_size)
+    sides = check_sides(st, body, *src.working)
+    st.check_recipe(body, width=src.working[0] + body.left + body.right,
+                    height=src.working[1] + body.top + body.bottom)  # fmt: skip
 
     def run(job: Job) -> dict[str, Any]:
         progress = job.progress_callback(st.preview_every)
-        result = op(st.pipe, path, body.prompt, **sides, callback=progress, **body.recipe_args())
+        result = op(st.pipe, src.path, body.prompt, **sides, keep_size=body.keep_size,
+                    callback=progress, **body.recipe_args())  # fmt: skip
         return st.save_generation(result, source=body.image)
 
-    return await st.submit("outpaint", run, wait)
+    return await st.submit("outpaint", run, wait, src.notices)
 
 
 def check_sides(st: Studio, body: s.OutpaintRequest, width: int, height: int) -> dict[str, int]:
-    """The growth per side: latent-cell multiples, at least one, the grown canvas in limits."""
+    """The growth per side: latent-cell multiples, at least one, the grown canvas (from the
+    size the op works at) in limits."""
     from latentkit.ops.source import check_cell_multiple
 
     st.check_side("width", width + body.left + body.right)

@@ -29,8 +29,10 @@ def find_job(st: Studio, job_id: str) -> Job:
 
 
 @router.get("/api/jobs")
-async def jobs(st: StudioDep) -> list[dict[str, Any]]:
-    return [j.public() for j in st.queue.list()]
+async def jobs(st: StudioDep, active: bool = False) -> list[dict[str, Any]]:
+    """Jobs the server remembers, oldest first; `active=true`: only queued and running ones,
+    which a reloaded page reattaches to."""
+    return [j.public() for j in (st.queue.active() if active else st.queue.list())]
 
 
 @router.get("/api/jobs/{job_id}")

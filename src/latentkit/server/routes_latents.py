@@ -26,12 +26,14 @@ async def interpolate(
     from latentkit.ops import interpolate as op
 
     st.check_model(body)
-    specs, labels = keyframe_specs(st, body)
     args = {"negative_prompt": body.negative_prompt, "seed": body.seed, "steps": body.steps,
             "cfg": body.cfg, "sampler": body.sampler}  # fmt: skip
-    if st.pipe.recipe(body.prompt, **args).sampler == "euler_a":
+    recipe = st.pipe.recipe(body.prompt, **args)
+    if recipe.sampler == "euler_a":
         raise ApiError(400, "interpolation needs a deterministic sampler: euler, heun or dpmpp_2m",
                        "sampler")  # fmt: skip
+    st.check_work(recipe.width, recipe.height, recipe.steps, body.frames, "frames")
+    specs, labels = keyframe_specs(st, body, (recipe.width, recipe.height))
 
     def run(job: Job) -> dict[str, Any]:
         result = op(st.pipe, specs, body.frames, prompt=body.prompt, even=body.even, **args)
@@ -40,15 +42,25 @@ async def interpolate(
     return await st.submit("interpolate", run, wait)
 
 
-def keyframe_specs(st: Studio, body: s.InterpolateRequest) -> tuple[list[str], list[str]]:
+def keyframe_specs(
+    st: Studio, body: s.InterpolateRequest, size: tuple[int, int]
+) -> tuple[list[str], list[str]]:
     """What the op takes per keyframe (a path, `seed:N` or a prompt) and what the recipe
-    records (ids, never paths); a prompt that would read as a file or seed is refused."""
+    records (ids, never paths). Refused before queueing: a prompt that would read as a file or
+    seed, and an image the model would not work on at the morph's `size`."""
     from latentkit.ops.source import looks_like_image
 
     specs, labels = [], []
     for i, key in enumerate(body.keyframes):
         if key.image is not None:
-            specs.append(str(st.image(key.image, f"keyframes.{i}.image")[0]))
+            field = f"keyframes.{i}.image"
+            src = st.source(key.image, False, field)
+            if src.working != size:
+                raise ApiError(400, f"{field} {key.image!r} is {src.size[0]}x{src.size[1]}, "
+                               f"which the model works on at {src.working[0]}x{src.working[1]}; "
+                               f"keyframes are {size[0]}x{size[1]}: use a square image",
+                               field)  # fmt: skip
+            specs.append(str(src.path))
             labels.append(f"image:{key.image}")
         elif key.seed is not None:
             specs.append(f"seed:{key.seed}")
@@ -187,7 +199,7 @@ def map_images(st: Studio, body: s.MapRequest) -> tuple[Any, list[str | None]]:
         from latentkit.train.tasks import training_images
 
         data = training_images("openmoji", size)
-        data = data.subset(np.arange(min(body.limit, len(data))))
+        data = data.subset(spread_over_groups(data.names, body.limit))
         return data, [None] * len(data)
     arrays, captions, ids = [], [], []
     for path in st.storage.images(body.limit):
@@ -208,3 +220,22 @@ def map_images(st: Studio, body: s.MapRequest) -> tuple[Any, list[str | None]]:
             f"source: a map needs at least 3 gallery images of {size}x{size}, found {len(arrays)}"
         )
     return ImageSet(np.stack(arrays), captions, ids), ids
+
+
+def spread_over_groups(names: list[str], limit: int) -> list[int]:
+    """Up to `limit` indices taken round-robin over the names' groups (an emoji's leading code
+    point, by blocks of 256: flags, faces, animals...), in order within each: the set is sorted
+    by code point, so its first 200 would be nearly all flags."""
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(name.split("-")[0][:-2].upper(), []).append(i)
+    rows = [iter(g) for g in groups.values()]
+    picked: list[int] = []
+    while rows and len(picked) < limit:
+        for row in list(rows):
+            index = next(row, None)
+            if index is None:
+                rows.remove(row)
+            elif len(picked) < limit:
+                picked.append(index)
+    return sorted(picked)

@@ -36,6 +36,7 @@ async def video(body: s.VideoRequest, st: StudioDep, wait: bool = False) -> JSON
     with warnings.catch_warnings():  # the rounded frame count is in the answer
         warnings.simplefilter("ignore")
         recipe = vpipe.recipe(body.prompt, seed=body.seed, frames=body.frames, **args)
+    st.check_work(recipe.width, recipe.height, recipe.steps, recipe.frames, "frames")
 
     def run(job: Job) -> dict[str, Any]:
         progress = job.progress_callback(st.preview_every)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +24,22 @@ from latentkit.server import schemas as s
 from latentkit.server.errors import ApiError
 from latentkit.server.jobs import DONE, FAILED, Job, JobQueue, QueueFull
 from latentkit.server.storage import Storage
+
+
+@dataclass
+class Source:
+    """An input image: where it is, its size, the size the op works at, what that changed."""
+
+    path: Path
+    size: tuple[int, int]
+    working: tuple[int, int]
+    notices: list[str]
+
+
+def default_max_work(pipe: Pipeline) -> int:
+    """Pixel-steps one request may cost: 16 images at twice the model's side at 50 steps (16
+    images of 64x64 at 50 steps for the shipped 32 px model)."""
+    return 16 * (2 * pipe.image_size) ** 2 * 50
 
 
 class LockedEncoder:
@@ -52,8 +69,10 @@ class Studio:
         max_upload_bytes: int,
         video_model: str | Path | None = None,
         video_pipe: Any = None,
+        max_work: int | None = None,
     ) -> None:
         self.pipe, self.storage, self.queue = pipe, storage, queue
+        self.max_work = max_work if max_work is not None else default_max_work(pipe)
         self.preview_every = preview_every
         self.max_upload_bytes = max_upload_bytes
         self.video_model = video_model
@@ -115,19 +134,64 @@ class Studio:
             self.check_side(name, value)
         recipe = self.pipe.recipe(body.prompt, **body.recipe_args(), **size)
         self.pipe.latent_shape(recipe.height, recipe.width)
+        self.check_work(recipe.width, recipe.height, recipe.steps, recipe.n)
         return recipe
 
+    def check_work(
+        self, width: int, height: int, steps: int, n: int = 1, what: str = "images"
+    ) -> None:
+        """Refuse, before queueing, a request whose pixels x steps x n is over the budget: one
+        request should not hold the only worker for an hour."""
+        work = width * height * steps * n
+        if work > self.max_work:
+            raise ApiError(400, f"this request is {width}x{height} pixels x {steps} steps x {n} "
+                           f"{what} = {work:,} pixel-steps, over this server's budget of "
+                           f"{self.max_work:,} per request: ask for fewer steps, {what} or "
+                           "pixels")  # fmt: skip
+
     def image(self, file_id: str, field: str = "image") -> tuple[Path, tuple[int, int]]:
+        """The stored image an id names and its size, if the model can take it: readable, no
+        side below one codec cell, none over `max_side`."""
+        from latentkit.ops.source import min_side
+
         path = self.storage.image_path(file_id, field)
         try:
             with Image.open(path) as img:
                 size = img.size
-        except OSError as e:
-            raise ApiError(400, f"{field} {file_id!r} is not a readable image ({e})", field) from e
+        except OSError:
+            raise ApiError(400, f"{field} {file_id!r} is not a readable image", field) from None
         if max(size) > self.max_side:
             raise ApiError(400, f"{field} is {size[0]}x{size[1]}, over this server's limit of "
                            f"{self.max_side} pixels a side", field)  # fmt: skip
+        if min(size) < min_side(self.pipe):
+            raise ApiError(400, f"{field} is {size[0]}x{size[1]}, under the model's minimum of "
+                           f"{min_side(self.pipe)} pixels a side", field)  # fmt: skip
         return path, size
+
+    def source(self, file_id: str, keep_size: bool, field: str = "image") -> Source:
+        """An input image with the size the op will work at: shrunk to the model's size
+        (aspect kept, sides rounded to the latent cell) unless `keep_size`, said in a notice."""
+        from latentkit.ops.source import working_size
+
+        path, size = self.image(file_id, field)
+        working = working_size(self.pipe, size, keep_size)
+        return Source(path, size, working, self.resize_notices(field, size, working, keep_size))
+
+    def resize_notices(
+        self, field: str, size: tuple[int, int], working: tuple[int, int], keep_size: bool
+    ) -> list[str]:
+        """What changed about an input image's size, and how to avoid it, for the answer."""
+        if working == size:
+            return []
+        height, width = self.pipe.native_size
+        said = f"{field} is {size[0]}x{size[1]}"
+        now = f"working at {working[0]}x{working[1]}"
+        if not keep_size and (size[0] > width or size[1] > height):
+            native = f"larger than the model's native {width}x{height}"
+            slower = "send keep_size: true to work at full size, which is slower"
+            return [f"{said}, {native}: {now} (aspect kept); {slower}"]
+        cell = f"the nearest multiple of the model's {self.pipe.latent_cell}-pixel latent cell"
+        return [f"{said}: {now}, {cell}"]
 
     def prompt_of(self, path: Path) -> str:
         from latentkit.outputs import read_png_recipe
@@ -140,10 +204,16 @@ class Studio:
     # -- running -------------------------------------------------------------------------------
 
     async def submit(
-        self, kind: str, run: Callable[[Job], dict[str, Any]], wait: bool
+        self,
+        kind: str,
+        run: Callable[[Job], dict[str, Any]],
+        wait: bool,
+        notices: list[str] | None = None,
     ) -> JSONResponse:
+        """Queue the job: 202 with it at once, or with `wait` its end (the error's own status
+        if it failed, 409 if cancelled)."""
         try:
-            job = self.queue.submit(kind, run)
+            job = self.queue.submit(kind, run, notices)
         except QueueFull as e:
             raise ApiError(429, str(e)) from None
         if not wait:
