@@ -556,6 +556,15 @@ def test_larger_images_work_at_the_model_size_with_a_notice_unless_keep_size(
     body = {"image": big, "mask": upload(client, mask.getvalue()), "steps": 2}
     inpainted = done(client, "/api/inpaint", body)
     assert image_size_of(client, inpainted["images"][0]["id"]) == (16, 16)
+    for path, body in [
+        ("/api/encode", {"image": big}),
+        ("/api/invert", {"image": big, "steps": 2}),
+    ]:
+        r = client.post(f"{path}?wait=true", json=body)
+        assert "32x32" in r.json()["notices"][0], r.text
+    r = client.post("/api/video?wait=true", json={"image": wide, "frames": 1, "steps": 1})
+    assert r.json()["notices"] == ["image is 32x16: scaled and centre-cropped to 16x16, the clip's "
+                                   "frame size"], r.text  # fmt: skip
     grown = done(client, "/api/outpaint", {"image": big, "left": 4, "steps": 2})
     assert image_size_of(client, grown["images"][0]["id"]) == (20, 16)
     # the grown canvas is checked at the size the model works at: 16 + 240 fits the 256 limit

@@ -100,7 +100,8 @@ async def invert(body: s.InvertRequest, st: StudioDep, wait: bool = False) -> JS
     from latentkit.outputs import save_latents
 
     st.check_model(body)
-    path, _ = st.image(body.image)
+    src = st.source(body.image, False)
+    path = src.path
     options = {"steps": body.steps, "sampler": body.sampler, "cfg": body.cfg}
     st.pipe.recipe(body.prompt, **options)
 
@@ -111,7 +112,7 @@ async def invert(body: s.InvertRequest, st: StudioDep, wait: bool = False) -> JS
         save_latents(z, noise_path, meta)
         return {"noise": noise_id, "shape": list(z.shape)}
 
-    return await st.submit("invert", run, wait)
+    return await st.submit("invert", run, wait, src.notices)
 
 
 @router.post("/api/encode", status_code=202, tags=["latents"])
@@ -121,10 +122,10 @@ async def encode(body: s.EncodeRequest, st: StudioDep, wait: bool = False) -> JS
     from latentkit.outputs import save_latents
 
     st.check_model(body)
-    path, _ = st.image(body.image)
+    src = st.source(body.image, False)
 
     def run(job: Job) -> dict[str, Any]:
-        img, pixels = prepare(st.pipe, path)
+        img, pixels = prepare(st.pipe, src.path)
         latents = st.pipe.encode(pixels)
         latents_id, latents_path = st.storage.new_path("latents", ".safetensors")
         meta = {"source": body.image, "height": img.height, "width": img.width,
@@ -132,7 +133,7 @@ async def encode(body: s.EncodeRequest, st: StudioDep, wait: bool = False) -> JS
         save_latents(latents, latents_path, meta)
         return {"latents": latents_id, "shape": list(latents.shape)}
 
-    return await st.submit("encode", run, wait)
+    return await st.submit("encode", run, wait, src.notices)
 
 
 @router.post("/api/decode", status_code=202, tags=["latents"])

@@ -29,8 +29,14 @@ async def video(body: s.VideoRequest, st: StudioDep, wait: bool = False) -> JSON
     if body.model is not None and body.model != vpipe.model_id:
         raise ApiError(400, f"unknown model {body.model!r}; this server's video model is "
                        f"{vpipe.model_id!r}", "model")  # fmt: skip
-    # another size of first frame is scaled and centre-cropped, as in the CLI
-    first = load_image(st.image(body.image)[0]) if body.image is not None else None
+    first, notices = None, []
+    if body.image is not None:  # another size is scaled and centre-cropped, as in the CLI
+        path, size = st.image(body.image)
+        first = load_image(path)
+        height, width = vpipe.native_size
+        if size != (width, height):
+            notices.append(f"image is {size[0]}x{size[1]}: scaled and centre-cropped to "
+                           f"{width}x{height}, the clip's frame size")  # fmt: skip
     args = {"negative_prompt": body.negative_prompt, "steps": body.steps, "cfg": body.cfg,
             "sampler": body.sampler, "fps": body.fps}  # fmt: skip
     with warnings.catch_warnings():  # the rounded frame count is in the answer
@@ -52,7 +58,7 @@ async def video(body: s.VideoRequest, st: StudioDep, wait: bool = False) -> JSON
         return {"video": clip_id, "sidecar": f"{clip_id}.json", "frames": len(result.clips[0]),
                 "recipe": meta}  # fmt: skip
 
-    return await st.submit("video", run, wait)
+    return await st.submit("video", run, wait, notices)
 
 
 def video_info(vpipe: Any) -> dict[str, Any] | None:
