@@ -498,7 +498,7 @@ def test_serve_beyond_loopback_needs_a_token(capsys) -> None:
 
 
 def test_two_workers_run_jobs_side_by_side(pipe, outputs: Path) -> None:
-    from latentkit.server.app import LockedEncoder
+    from latentkit.server.state import LockedEncoder
 
     app = create_app(outputs=outputs, pipe=pipe, max_concurrent=2)
     try:
@@ -523,3 +523,204 @@ def test_serve_refuses_an_image_model_as_video_model(capsys) -> None:
     assert "is not a video model folder" in err and "Traceback" not in err
     assert main(["serve", "--video-model", "/nonexistent/video"]) == 2
     assert "/nonexistent/video" in capsys.readouterr().err
+
+
+# -- what a new user hit -------------------------------------------------------------------------
+
+
+def job_count(client: TestClient) -> int:
+    return len(client.app.state.studio.queue.list())
+
+
+def image_size_of(client: TestClient, image_id: str) -> tuple[int, int]:
+    return Image.open(io.BytesIO(client.get(f"/api/files/{image_id}").content)).size
+
+
+def test_larger_images_work_at_the_model_size_with_a_notice_unless_keep_size(
+    client: TestClient,
+) -> None:
+    wide = upload(client, png_bytes((32, 16), colour=90))  # the tiny model is 16 px
+    r = client.post("/api/img2img?wait=true", json={"image": wide, "steps": 2, "seed": 0})
+    job = r.json()
+    assert r.status_code == 200 and image_size_of(client, job["result"]["images"][0]["id"]) == (
+        16, 8)  # fmt: skip
+    assert len(job["notices"]) == 1 and "32x16" in job["notices"][0]
+    assert "16x8" in job["notices"][0] and "keep_size" in job["notices"][0]
+    kept = client.post("/api/img2img?wait=true", json={"image": wide, "steps": 2,
+                                                       "keep_size": True}).json()  # fmt: skip
+    assert image_size_of(client, kept["result"]["images"][0]["id"]) == (32, 16)
+    assert kept["notices"] == []
+    big = upload(client, png_bytes((32, 32), colour=90))
+    mask = io.BytesIO()
+    Image.new("L", (32, 32), 255).save(mask, format="PNG")
+    body = {"image": big, "mask": upload(client, mask.getvalue()), "steps": 2}
+    inpainted = done(client, "/api/inpaint", body)
+    assert image_size_of(client, inpainted["images"][0]["id"]) == (16, 16)
+    for path, body in [
+        ("/api/encode", {"image": big}),
+        ("/api/invert", {"image": big, "steps": 2}),
+    ]:
+        r = client.post(f"{path}?wait=true", json=body)
+        assert "32x32" in r.json()["notices"][0], r.text
+    r = client.post("/api/video?wait=true", json={"image": wide, "frames": 1, "steps": 1})
+    assert r.json()["notices"] == ["image is 32x16: scaled and centre-cropped to 16x16, the clip's "
+                                   "frame size"], r.text  # fmt: skip
+    grown = done(client, "/api/outpaint", {"image": big, "left": 4, "steps": 2})
+    assert image_size_of(client, grown["images"][0]["id"]) == (20, 16)
+    # the grown canvas is checked at the size the model works at: 16 + 240 fits the 256 limit
+    r = client.post("/api/outpaint", json={"image": big, "right": 240, "steps": 1})
+    assert r.status_code == 202, r.text
+    client.post(f"/api/jobs/{r.json()['id']}/cancel")
+
+
+def test_work_over_the_budget_is_refused_before_queueing_naming_the_figures(
+    client: TestClient, pipe, tmp_path: Path
+) -> None:
+    before = job_count(client)
+    body = {"prompt": "x", "width": 256, "height": 256, "steps": 50, "n": 16}
+    err = bad(client, "/api/generate", body, None, 400)
+    budget = 16 * (2 * pipe.image_size) ** 2 * 50
+    for figure in ("256x256", "50 steps", "16 images", f"{256 * 256 * 50 * 16:,}", f"{budget:,}"):
+        assert figure in err["error"], err
+    bad(client, "/api/interpolate", {"keyframes": [{"seed": 1}, {"seed": 2}], "frames": 64,
+                                     "steps": 500}, None, 400)  # fmt: skip
+    assert job_count(client) == before
+    small = create_app(outputs=tmp_path / "out", pipe=pipe, max_work=16 * 16 * 4)
+    with TestClient(small) as c:
+        assert c.post("/api/generate", json={"steps": 4, "n": 2}).status_code == 400
+        assert c.post("/api/generate?wait=true", json={"steps": 4}).status_code == 200
+
+
+def test_uploads_of_every_kind_are_in_the_gallery_marked_as_uploads(client: TestClient) -> None:
+    made = done(client, "/api/generate", {"prompt": "sun", "steps": 1})["images"][0]["id"]
+    jpeg = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(jpeg, format="JPEG")
+    photo = upload(client, jpeg.getvalue(), "photo.jpg")
+    drawing = upload(client, png_bytes())
+    kinds = {g["id"]: g["kind"] for g in client.get("/api/gallery").json()}
+    assert kinds == {made: "generated", photo: "upload", drawing: "upload"}
+
+
+def test_long_seeds_come_back_exactly(client: TestClient) -> None:
+    top = 2**63 - 1
+    image = done(client, "/api/generate", {"prompt": "x", "seed": top, "steps": 1})["images"][0]
+    assert image["recipe"]["seed"] == top
+    assert client.get(f"/api/files/{image['id']}/recipe").json()["seed"] == top
+
+
+def test_active_jobs_list_only_queued_and_running(client: TestClient) -> None:
+    from latentkit.server.jobs import Cancelled
+
+    finished = client.post("/api/generate?wait=true", json={"steps": 1}).json()["id"]
+    queue = client.app.state.studio.queue
+
+    def blocking(job):
+        while not job.cancel_requested:
+            time.sleep(0.01)
+        raise Cancelled
+
+    running = queue.submit("generate", blocking)
+    try:
+        active = [j["id"] for j in client.get("/api/jobs?active=true").json()]
+        assert active == [running.id]
+        assert finished in [j["id"] for j in client.get("/api/jobs").json()]
+    finally:
+        queue.cancel(running)
+    running.future.result(10)
+    assert client.get("/api/jobs?active=true").json() == []
+
+
+def test_bad_inputs_fail_before_queueing_and_never_show_server_paths(
+    client: TestClient, outputs: Path
+) -> None:
+    before = job_count(client)
+    wide = upload(client, png_bytes((32, 16)))
+    body = {"keyframes": [{"seed": 1}, {"image": wide}], "frames": 2, "steps": 1}
+    err = bad(client, "/api/interpolate", body, "keyframes.1.image", 400)
+    assert wide in err["error"] and "16x16" in err["error"]
+    tiny = upload(client, png_bytes((2, 2)))
+    err = bad(client, "/api/img2img", {"image": tiny}, "image", 400)
+    assert "2x2" in err["error"]
+    (outputs / "upload-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    for path, body, field in [
+        ("/api/img2img", {"image": "upload-broken.png"}, "image"),
+        ("/api/encode", {"image": "upload-broken.png"}, "image"),
+        ("/api/interpolate", {"keyframes": [{"seed": 1}, {"image": "upload-broken.png"}]},
+         "keyframes.1.image"),
+    ]:  # fmt: skip
+        err = bad(client, path, body, field, 400)
+        assert str(outputs) not in err["error"] and "upload-broken.png" in err["error"], err
+    assert job_count(client) == before
+
+
+def test_errors_from_inside_a_job_do_not_carry_the_outputs_path(tmp_path: Path) -> None:
+    from latentkit.errors import InvalidArgument
+    from latentkit.server.errors import to_api_error
+
+    root = tmp_path / "outputs"
+    err = to_api_error(InvalidArgument(f"image {root}/upload-1.png is not 16x16"), root)
+    assert err.message == "image upload-1.png is not 16x16" and err.status == 400
+    assert str(root) not in to_api_error(RuntimeError(f"boom in {root}"), root).message
+
+
+def test_dataset_map_samples_across_categories(client: TestClient, monkeypatch) -> None:
+    """The built-in set is sorted by code point, so its first images are all flags."""
+    import latentkit.train.tasks as tasks
+    from latentkit.data.images import ImageSet
+
+    names = ([f"1F1E6-1F1{i:02X}" for i in range(150)] + [f"1F6{i:02X}" for i in range(40)]
+             + [f"1F4{i:02X}" for i in range(40)] + [f"26{i:02X}" for i in range(40)])  # fmt: skip
+    groups = {"1F1": "flag", "1F6": "face", "1F4": "animal", "26": "symbol"}
+    captions = [f"{groups[n.split('-')[0][:-2]]} {i}" for i, n in enumerate(names)]
+    pixels = np.random.default_rng(0).integers(0, 255, (len(names), 16, 16, 3), dtype=np.uint8)
+    monkeypatch.setattr(tasks, "training_images", lambda data, size: ImageSet(pixels, captions,
+                                                                              names))  # fmt: skip
+    result = done(client, "/api/map", {"source": "openmoji", "limit": 40, "size": 64, "thumb": 8})
+    kinds = [p["caption"].split()[0] for p in result["points"]]
+    assert len(kinds) == 40 and {kinds.count(k) for k in groups.values()} == {10}
+
+
+# -- the guard: DNS rebinding and cross-origin writes ---------------------------------------------
+
+
+def test_host_must_name_this_server_without_a_token(pipe, outputs: Path) -> None:
+    app = create_app(outputs=outputs, pipe=pipe)
+    # as uvicorn bound to 127.0.0.1:8765 reports it: scope["server"] is the address reached
+    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
+        for host in ("127.0.0.1:8765", "localhost:8765", "LOCALHOST:8765", "[::1]:8765"):
+            assert c.get("/api/model", headers={"host": host}).status_code == 200, host
+        for host in ("attacker.example:8765", "attacker.example", "localhost:9999",
+                     "127.0.0.1.attacker.example:8765", "localhost:abc"):  # fmt: skip
+            r = c.get("/api/model", headers={"host": host})
+            assert r.status_code == 400 and r.json()["field"] == "Host", (host, r.text)
+            assert "DNS-rebinding" in r.json()["error"]
+        assert c.get("/", headers={"host": "attacker.example:8765"}).status_code == 400
+
+
+def test_allowed_hosts_and_a_token_let_other_names_in(pipe, outputs: Path) -> None:
+    app = create_app(outputs=outputs, pipe=pipe, allowed_hosts=["studio.lan"])
+    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
+        assert c.get("/api/model", headers={"host": "studio.lan:8765"}).status_code == 200
+        assert c.get("/api/model", headers={"host": "other.lan:8765"}).status_code == 400
+    with TestClient(create_app(outputs=outputs, pipe=pipe, token="t")) as c:
+        headers = {"host": "my-box.lan:8765", "Authorization": "Bearer t"}
+        assert c.get("/api/model", headers=headers).status_code == 200
+
+
+def test_cross_origin_writes_are_refused(client: TestClient) -> None:
+    body = {"prompt": "x", "steps": 1}
+    for origin in ("http://attacker.example", "null", "http://testserver.attacker.example",
+                   "https://localhost:1234"):  # fmt: skip
+        r = client.post("/api/generate", json=body, headers={"origin": origin})
+        assert r.status_code == 403 and r.json()["field"] == "Origin", (origin, r.text)
+        r = client.post("/api/uploads", files={"file": ("x.png", png_bytes(), "image/png")},
+                        headers={"origin": origin})  # fmt: skip
+        assert r.status_code == 403
+    assert (
+        client.get("/api/model", headers={"origin": "http://attacker.example"}).status_code == 200
+    )
+    same = client.post(
+        "/api/generate?wait=true", json=body, headers={"origin": "http://testserver"}
+    )
+    assert same.status_code == 200, same.text
+    assert client.post("/api/generate?wait=true", json=body).status_code == 200  # curl, scripts

@@ -34,8 +34,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server_url(pipe, tmp_path_factory: pytest.TempPathFactory):
-    import uvicorn
+def studio_app(pipe, tmp_path_factory: pytest.TempPathFactory):
     from video_helpers import tiny_video_bundle
 
     from latentkit.families.bundle import components_of
@@ -43,7 +42,14 @@ def server_url(pipe, tmp_path_factory: pytest.TempPathFactory):
     from latentkit.server import create_app
 
     video = Pipeline(components_of(tiny_video_bundle()), device="cpu")
-    app = create_app(outputs=tmp_path_factory.mktemp("studio"), pipe=pipe, video_pipe=video)
+    return create_app(outputs=tmp_path_factory.mktemp("studio"), pipe=pipe, video_pipe=video)
+
+
+@pytest.fixture(scope="module")
+def server_url(studio_app):
+    import uvicorn
+
+    app = studio_app
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -58,19 +64,31 @@ def server_url(pipe, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def page(server_url: str):
+def browser():
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.errors = errors  # type: ignore[attr-defined]
-        page.goto(server_url)
-        page.wait_for_function("document.getElementById('status').textContent === 'ready'")
-        yield page
+        yield browser
         browser.close()
+
+
+def open_page(browser, url: str, width: int = 1280, height: int = 900):
+    """A new tab on the studio, ready; console errors and page errors collect in `.errors`."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.errors = errors  # type: ignore[attr-defined]
+    page.goto(url)
+    page.wait_for_function("document.getElementById('status').textContent === 'ready'")
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, server_url: str):
+    page = open_page(browser, server_url)
+    yield page
+    page.close()
 
 
 def shot(page, name: str) -> None:
@@ -227,3 +245,149 @@ def test_video_tab_plays_the_clip(page) -> None:
     assert page.text_content("#video-info").startswith("9 frames")
     shot(page, "8-video")
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+# -- what a new user hit -------------------------------------------------------------------------
+
+
+def blocking(job):
+    """A job that runs until cancelled, like a long generation, whatever the machine's speed."""
+    from latentkit.server.jobs import Cancelled
+
+    while not job.cancel_requested:
+        time.sleep(0.01)
+    raise Cancelled
+
+
+def visible_images_without_src(page) -> list[str]:
+    return page.evaluate(
+        "[...document.images].filter(i => i.getClientRects().length && !i.getAttribute('src'))"
+        ".map(i => i.id || i.className)"
+    )
+
+
+def test_empty_panels_show_no_broken_images(browser, server_url: str) -> None:
+    page = open_page(browser, server_url)
+    for tab in page.eval_on_selector_all(
+        "#tabs button:not([hidden])", "bs => bs.map(b => b.dataset.tab)"
+    ):
+        page.click(f"[data-tab={tab}]")
+        assert visible_images_without_src(page) == [], tab
+    assert page.errors == []  # type: ignore[attr-defined]
+    page.close()
+
+
+def test_typed_long_seed_is_used_as_typed_and_shown_in_full(browser, server_url: str) -> None:
+    page = open_page(browser, server_url)
+    assert not page.is_checked("#seed-lock")
+    page.fill("#steps", "2")
+    page.fill("#seed", str(2**63 - 1))
+    page.click("#generate")
+    wait_done(page)
+    assert f'"seed": {2**63 - 1}' in page.text_content("#recipe")
+    assert page.input_value("#seed") == str(2**63 - 1)
+    page.click("#reuse")
+    assert page.input_value("#seed") == str(2**63 - 1)
+    assert page.errors == []  # type: ignore[attr-defined]
+    page.close()
+
+
+def test_cancel_acts_on_the_job_shown_and_a_reload_reattaches(
+    browser, server_url: str, studio_app
+) -> None:
+    page = open_page(browser, server_url)
+    queue = studio_app.state.studio.queue
+    first, second = queue.submit("generate", blocking), queue.submit("img2img", blocking)
+    try:
+        page.reload()
+        page.wait_for_function("document.getElementById('status').textContent === 'ready'")
+        page.wait_for_function(f"document.getElementById('cancel').dataset.job === '{first.id}'")
+        assert page.is_enabled("#cancel")
+        page.wait_for_function(
+            "document.getElementById('progress-text').textContent.startsWith('generate running')"
+        )
+        assert "(+1 more)" in page.text_content("#progress-text")
+        page.click("#cancel")
+        first.future.result(30)
+        assert first.status == "cancelled" and not second.cancel_requested
+        # the other job is shown next, and Cancel now acts on it
+        page.wait_for_function(f"document.getElementById('cancel').dataset.job === '{second.id}'")
+        page.click("#cancel")
+        second.future.result(30)
+        assert second.status == "cancelled"
+        page.wait_for_function("document.getElementById('cancel').disabled")
+    finally:
+        queue.cancel(first)
+        queue.cancel(second)
+    page.close()
+
+
+def test_aspect_kept_and_the_mask_shows_over_a_white_image(
+    browser, server_url: str, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    page = open_page(browser, server_url)
+    white = tmp_path / "white.png"
+    Image.new("RGB", (32, 16), "white").save(white)  # twice the tiny model's width
+    page.set_input_files("#upload", str(white))
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('uploaded')")
+    page.click("[data-tab=inpaint]")
+    page.wait_for_function("document.getElementById('inpaint-image').naturalWidth === 32")
+    page.wait_for_function("document.getElementById('mask-canvas').height === 128")
+    canvas = page.eval_on_selector("#mask-canvas", "c => [c.width, c.height]")
+    assert canvas == [256, 128]
+    box = page.locator("#mask-canvas").bounding_box()
+    assert (box["width"], box["height"]) == (256, 128)
+    page.mouse.move(box["x"] + 60, box["y"] + 60)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 120, box["y"] + 60, steps=4)
+    page.mouse.up()
+    shot(page, "9-mask-over-white")
+    # what the eye sees there: the ink, drawn half-transparent over the white image
+    ink = page.evaluate(
+        "(() => { const d = document.getElementById('mask-canvas').getContext('2d')"
+        ".getImageData(90, 60, 1, 1).data; return [...d]; })()"
+    )
+    opacity = float(page.eval_on_selector("#mask-canvas", "c => getComputedStyle(c).opacity"))
+    seen = [round(255 * (1 - opacity) + c * opacity) for c in ink[:3]]
+    assert ink[3] == 255 and min(seen) < 160, (ink, opacity)
+    page.click("#run-inpaint")
+    wait_done(page)
+    assert "32x16" in page.text_content("#notices") and page.is_visible("#notices")
+    page.wait_for_function("document.querySelector('#inpaint-results img')?.naturalWidth > 0")
+    fits = page.eval_on_selector_all(
+        "#inpaint-results img, #gallery img", "is => is.map(i => getComputedStyle(i).objectFit)"
+    )
+    assert set(fits) == {"contain"}
+    page.click("[data-tab=outpaint]")
+    page.wait_for_function(
+        "document.getElementById('outpaint-image').getBoundingClientRect().height === 64"
+    )
+    assert page.locator("#outpaint-image").bounding_box()["width"] == 128
+    assert page.errors == []  # type: ignore[attr-defined]
+    page.close()
+
+
+def test_an_error_names_its_field_once(browser, server_url: str) -> None:
+    page = open_page(browser, server_url)
+    page.click("[data-tab=map]")
+    page.fill("#map-limit", "1")
+    page.click("#run-map")
+    page.wait_for_function("document.getElementById('status').classList.contains('error')")
+    message = page.text_content("#status")
+    assert message.startswith("limit: ") and message.count("limit") == 1, message
+    page.close()
+
+
+def test_usable_on_a_390_pixel_wide_phone(browser, server_url: str) -> None:
+    page = open_page(browser, server_url, width=390, height=844)
+    for tab in page.eval_on_selector_all(
+        "#tabs button:not([hidden])", "bs => bs.map(b => b.dataset.tab)"
+    ):
+        page.click(f"[data-tab={tab}]")
+        widths = page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1], (tab, widths)
+    shot(page, "10-phone")
+    assert page.errors == []  # type: ignore[attr-defined]
+    page.close()

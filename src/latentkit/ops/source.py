@@ -44,8 +44,7 @@ def read_image(image: ImageInput, min_size: int) -> Image.Image:
 def fit_to_cell(image: Image.Image, pipe: Pipeline, what: str = "image") -> Image.Image:
     """Resize to the nearest size the model takes (multiples of its latent cell), with a warning."""
     cell = pipe.latent_cell
-    width = max(cell, round(image.width / cell) * cell)
-    height = max(cell, round(image.height / cell) * cell)
+    width, height = cell_size(image.size, cell)
     if (width, height) != image.size:
         warnings.warn(
             f"{what} is {image.width}x{image.height}; resized to {width}x{height}, "
@@ -60,10 +59,9 @@ def fit_to_native(image: Image.Image, pipe: Pipeline, what: str = "image") -> Im
     """Shrink an image larger than the model's native size to fit it, aspect kept, saying so:
     a model works best at the size it was made for, and cost grows with the pixel count."""
     height, width = pipe.native_size
-    scale = min(width / image.width, height / image.height)
-    if scale >= 1:
+    size = native_fit_size(image.size, pipe.native_size)
+    if size == image.size:
         return image
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     warnings.warn(
         f"{what} is {image.width}x{image.height}, larger than the model's native "
         f"{width}x{height}: working at about {size[0]}x{size[1]} (aspect kept); pass "
@@ -71,6 +69,26 @@ def fit_to_native(image: Image.Image, pipe: Pipeline, what: str = "image") -> Im
         stacklevel=3,
     )
     return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def cell_size(size: tuple[int, int], cell: int) -> tuple[int, int]:
+    """(width, height) rounded to the nearest multiples of the latent cell, at least one cell."""
+    return max(cell, round(size[0] / cell) * cell), max(cell, round(size[1] / cell) * cell)
+
+
+def native_fit_size(size: tuple[int, int], native: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) shrunk, aspect kept, to fit the native (height, width); never grown."""
+    scale = min(native[1] / size[0], native[0] / size[1])
+    if scale >= 1:
+        return size
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def working_size(pipe: Pipeline, size: tuple[int, int], keep_size: bool = False) -> tuple[int, int]:
+    """The (width, height) `prepare` turns an image of `size` into, known without reading it."""
+    if not keep_size:
+        size = native_fit_size(size, pipe.native_size)
+    return cell_size(size, pipe.latent_cell)
 
 
 def min_side(pipe: Pipeline) -> int:

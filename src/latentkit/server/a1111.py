@@ -13,7 +13,7 @@ import secrets
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,9 +26,9 @@ from latentkit.server.interop import (
     png_base64,
     run_and_wait,
     stored_images,
-    studio_of,
 )
 from latentkit.server.jobs import DONE, QUEUED, RUNNING, Job
+from latentkit.server.state import StudioDep
 
 router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111 API"])
 UNSUPPORTED = {"enable_hr": "hires fix", "restore_faces": "face restoration",
@@ -151,7 +151,7 @@ def answer(st: Any, body: Txt2Img, job: Job) -> dict[str, Any]:
 
 
 @router.post("/txt2img")
-async def txt2img(body: Txt2Img, st: Any = Depends(studio_of)) -> dict[str, Any]:
+async def txt2img(body: Txt2Img, st: StudioDep) -> dict[str, Any]:
     check_supported(body, st)
     recipe = checked_recipe(st, body.prompt, recipe_args(body), body.width, body.height)
 
@@ -212,7 +212,7 @@ def image_mean(image: Image.Image, where: Image.Image) -> list[float]:
 
 
 @router.post("/img2img")
-async def img2img(body: Img2Img, st: Any = Depends(studio_of)) -> dict[str, Any]:
+async def img2img(body: Img2Img, st: StudioDep) -> dict[str, Any]:
     """img2img, or inpainting when a mask is given (`denoising_strength` below 1 keeps the
     masked content as a start, as AUTOMATIC1111's `original` fill does)."""
     from latentkit.ops import img2img as edit
@@ -242,7 +242,7 @@ async def img2img(body: Img2Img, st: Any = Depends(studio_of)) -> dict[str, Any]
 
 
 @router.get("/sd-models")
-async def sd_models(st: Any = Depends(studio_of)) -> list[dict[str, Any]]:
+async def sd_models(st: StudioDep) -> list[dict[str, Any]]:
     name = st.pipe.model_id
     return [{"title": name, "model_name": name, "hash": None, "sha256": None,
              "filename": name, "config": None}]  # fmt: skip
@@ -255,19 +255,19 @@ async def samplers() -> list[dict[str, Any]]:
 
 
 @router.get("/options")
-async def get_options(st: Any = Depends(studio_of)) -> dict[str, Any]:
+async def get_options(st: StudioDep) -> dict[str, Any]:
     return {"sd_model_checkpoint": st.pipe.model_id, "samples_format": "png"}
 
 
 @router.post("/options")
-async def set_options(options: dict[str, Any], st: Any = Depends(studio_of)) -> None:
+async def set_options(options: dict[str, Any], st: StudioDep) -> None:
     """Switching `sd_model_checkpoint` to the served model succeeds; other models are refused
     (this server serves one); other options have no counterpart and are ignored."""
     check_supported(Txt2Img(override_settings=options), st)
 
 
 @router.get("/progress")
-async def progress(st: Any = Depends(studio_of)) -> dict[str, Any]:
+async def progress(st: StudioDep) -> dict[str, Any]:
     """The running job's progress and its latest preview (base64 PNG)."""
     jobs = st.queue.list()
     running = [j for j in jobs if j.status == RUNNING]
@@ -295,7 +295,7 @@ async def progress(st: Any = Depends(studio_of)) -> dict[str, Any]:
 
 
 @router.post("/interrupt")
-async def interrupt(st: Any = Depends(studio_of)) -> dict[str, Any]:
+async def interrupt(st: StudioDep) -> dict[str, Any]:
     """Stop the running job at its next step (what AUTOMATIC1111's Interrupt does)."""
     for job in st.queue.list():
         if job.status == RUNNING:
@@ -304,7 +304,7 @@ async def interrupt(st: Any = Depends(studio_of)) -> dict[str, Any]:
 
 
 @router.post("/skip")
-async def skip(st: Any = Depends(studio_of)) -> dict[str, Any]:
+async def skip(st: StudioDep) -> dict[str, Any]:
     return await interrupt(st)
 
 

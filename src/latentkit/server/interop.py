@@ -14,16 +14,11 @@ import io
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException
 from PIL import Image
 
 from latentkit.errors import InvalidArgument
 from latentkit.server.jobs import CANCELLED, FAILED, Job, QueueFull
-
-
-def studio_of(request: Request) -> Any:
-    """The Studio the app was made with (a FastAPI dependency)."""
-    return request.app.state.studio
 
 
 def decode_image(data: str, field: str, max_bytes: int) -> Image.Image:
@@ -52,11 +47,12 @@ def checked_recipe(
     st: Any, prompt: str, args: dict[str, Any], width: int | None, height: int | None
 ) -> Any:
     """The validated recipe of a request, refused before queueing if a side is over the limit
-    or not one the model takes."""
+    or not one the model takes, or the work is over the server's budget."""
     st.check_side("width", width)
     st.check_side("height", height)
     recipe = st.pipe.recipe(prompt, width=width, height=height, **args)
     st.pipe.latent_shape(recipe.height, recipe.width)
+    st.check_work(recipe.width, recipe.height, recipe.steps, recipe.n)
     return recipe
 
 

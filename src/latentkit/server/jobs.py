@@ -48,6 +48,7 @@ class Job:
     version: int = 0
     created: float = field(default_factory=time.time)
     cancel_requested: bool = False
+    notices: list[str] = field(default_factory=list)
     future: Future = field(default_factory=Future, repr=False)
 
     def public(self) -> dict[str, Any]:
@@ -61,6 +62,7 @@ class Job:
             "preview_step": self.preview_step,
             "result": self.result,
             "error": self.error,
+            "notices": self.notices,
         }
 
     def touch(self) -> None:
@@ -110,11 +112,15 @@ class JobQueue:
         for t in self.threads:
             t.start()
 
-    def submit(self, kind: str, run: Callable[[Job], dict[str, Any]]) -> Job:
+    def submit(
+        self, kind: str, run: Callable[[Job], dict[str, Any]], notices: list[str] | None = None
+    ) -> Job:
+        """Queue `run`; `notices` (what the server changed about the request) ride along."""
         with self.lock:
             if self.waiting.qsize() >= self.max_waiting:
                 raise QueueFull(f"{self.waiting.qsize()} jobs are waiting; try again later")
             job = Job(id=f"job-{next(self.ids)}-{kind}", kind=kind, run=run)
+            job.notices = list(notices or [])
             self.jobs[job.id] = job
             self._forget_old()
         self.waiting.put(job)
@@ -127,6 +133,10 @@ class JobQueue:
     def list(self) -> list[Job]:
         with self.lock:
             return list(self.jobs.values())
+
+    def active(self) -> list[Job]:
+        """Queued and running jobs, oldest first: what a page that reloads may reattach to."""
+        return [j for j in self.list() if j.status not in FINISHED]
 
     def cancel(self, job: Job) -> Job:
         """Queued: never runs. Running: stops at its next sampler step. Finished: unchanged."""

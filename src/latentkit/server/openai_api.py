@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -26,9 +26,9 @@ from latentkit.server.interop import (
     png_base64,
     run_and_wait,
     stored_images,
-    studio_of,
 )
 from latentkit.server.jobs import Job
+from latentkit.server.state import StudioDep
 from latentkit.server.storage import NotFound
 
 
@@ -110,9 +110,7 @@ def images_answer(request: Request, st: Any, job: Job, response_format: str) -> 
 
 
 @router.post("/images/generations")
-async def generations(
-    body: Generations, request: Request, st: Any = Depends(studio_of)
-) -> dict[str, Any]:
+async def generations(body: Generations, request: Request, st: StudioDep) -> dict[str, Any]:
     check_model(st, body.model)
     width, height = parse_size(body.size)
     recipe = checked_recipe(st, body.prompt, {"n": body.n}, width, height)
@@ -150,6 +148,7 @@ def edit_mask(image: Image.Image, mask: Image.Image | None) -> Image.Image:
 @router.post("/images/edits")
 async def edits(
     request: Request,
+    st: StudioDep,
     image: UploadFile = File(...),
     prompt: str = Form(..., min_length=1, max_length=4000),
     mask: UploadFile | None = File(None),
@@ -157,7 +156,6 @@ async def edits(
     n: int = Form(1, ge=1, le=16),
     size: str | None = Form(None),
     response_format: Format = Form("b64_json"),
-    st: Any = Depends(studio_of),
 ) -> dict[str, Any]:
     """Inpainting: the transparent part of the mask is regenerated following `prompt`."""
     from latentkit.ops import inpaint
@@ -184,7 +182,7 @@ async def edits(
 
 
 @router.get("/models")
-async def models(st: Any = Depends(studio_of)) -> dict[str, Any]:
+async def models(st: StudioDep) -> dict[str, Any]:
     entry = {"id": st.pipe.model_id, "object": "model", "created": int(time.time()),
              "owned_by": "latentkit"}  # fmt: skip
     return {"object": "list", "data": [entry]}

@@ -74,20 +74,33 @@ class GenerateRequest(RecipeFields):
     noise: FileId | None = Field(default=None, description="Start from noise saved by /invert.")
 
 
+KeepSize = Annotated[
+    bool,
+    Field(
+        default=False,
+        description="Work at the image's own size; by default a larger one is shrunk to the "
+        "model's (aspect kept), as the CLI's --keep-size.",
+    ),
+]
+
+
 class Img2ImgRequest(RecipeFields):
     image: FileId
+    keep_size: KeepSize = False
     strength: float = Field(default=0.6, ge=0.0, le=1.0)
 
 
 class InpaintRequest(RecipeFields):
     image: FileId
     mask: FileId = Field(description="White = regenerate; same size as the image.")
+    keep_size: KeepSize = False
     feather: int | None = Field(default=None, ge=0, le=256)
     keep_unmasked: bool = True
 
 
 class OutpaintRequest(RecipeFields):
     image: FileId
+    keep_size: KeepSize = False
     left: int = Field(default=0, ge=0, le=1024)
     right: int = Field(default=0, ge=0, le=1024)
     top: int = Field(default=0, ge=0, le=1024)

@@ -49,6 +49,11 @@ def check_id(value: str, field: str = "id") -> str:
     return value
 
 
+def is_upload(file_id: str) -> bool:
+    """Whether an id names an image someone uploaded (rather than one the server made)."""
+    return file_id.startswith("upload-")
+
+
 def new_id(prefix: str) -> str:
     """Sortable by creation time, unguessable enough that ids do not collide across workers."""
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
@@ -91,9 +96,13 @@ class Storage:
         return sorted(p.stem for p in self.directions.glob("*.safetensors"))
 
     def images(self, limit: int = 200, prefixes: tuple[str, ...] = GALLERY) -> list[Path]:
-        """Images people made or brought, newest first: not masks, morph frames, edit stops or
-        maps, which belong to the job that made them (and temp files never show)."""
-        files = [p for p in self.root.glob("*.png") if p.name.startswith(prefixes)]
+        """Images people made or brought (uploads in any format the server takes), newest
+        first: not masks, morph frames, edit stops or maps, which belong to the job that made
+        them (and temp files never show)."""
+        suffixes = set(IMAGE_SUFFIXES.values())
+        files = [
+            p for p in self.root.iterdir() if p.suffix in suffixes and p.name.startswith(prefixes)
+        ]
         files.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
         return files[:limit]
 

@@ -3,19 +3,45 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, current: null, recipes: new Map(), job: null, morph: null, edits: [],
-  mapPicks: [] };
+// `jobs`: this page's queued and running jobs by id; `shown`: the one the progress row shows,
+// which is the one Cancel cancels.
+const state = { model: null, current: null, recipes: new Map(), jobs: new Map(), shown: null,
+  morph: null, edits: [], mapPicks: [] };
 
 // ---- API -------------------------------------------------------------------------------------
 
 function fileUrl(id) { return `api/files/${encodeURIComponent(id)}`; }
 
+// Seeds go up to 2**63 - 1, past what a JavaScript number holds exactly: integers beyond 2**53
+// are read as BigInt (from the JSON's own digits) and written back as bare digits.
+function parseJson(text) {
+  return JSON.parse(text, (key, value, context) => (
+    typeof value === "number" && !Number.isSafeInteger(value) && context
+      && /^-?\d+$/.test(context.source) ? BigInt(context.source) : value));
+}
+
+function toJson(value, space) {
+  const big = (key, v) => (typeof v !== "bigint" ? v
+    : JSON.rawJSON ? JSON.rawJSON(v.toString()) : v.toString());
+  return JSON.stringify(value, big, space);
+}
+
+// The message names its field once: pydantic's already start with it, many of ours mention it.
+function errorText(data) {
+  const message = data.error || `request failed (${data.status})`;
+  const field = data.field;
+  if (!field) return message;
+  const escaped = field.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const named = new RegExp(`(^|\\W)${escaped}(\\W|$)`, "i").test(message);
+  return named ? message : `${field}: ${message}`;
+}
+
 async function api(path, body) {
   const opts = body === undefined ? {} : {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+    method: "POST", headers: { "Content-Type": "application/json" }, body: toJson(body) };
   const r = await fetch(path, opts);
-  const data = await r.json();
-  if (!r.ok) throw new Error(data.field ? `${data.field}: ${data.error}` : data.error);
+  const data = parseJson(await r.text());
+  if (!r.ok) throw new Error(errorText(data));
   return data;
 }
 
@@ -27,28 +53,33 @@ function say(text, isError = false) {
 // Submit a job, follow its events (progress bar, live preview), resolve with its result.
 async function runJob(path, body) {
   const job = await api(path, body);
-  state.job = job.id;
-  $("cancel").disabled = false;
-  setProgress(0, 0, "queued");
+  showNotices(job.notices);
+  return followJob(job, true);
+}
+
+// Follow a job's events until it ends; `show` puts it in the progress row (a newly started
+// job is shown; reattached ones only if nothing else is).
+function followJob(job, show) {
+  state.jobs.set(job.id, job);
+  if (show || !state.shown) showJob(job);
+  else showProgress(state.jobs.get(state.shown)); // its "+N more" counts this one now
   return new Promise((resolve, reject) => {
     const events = new EventSource(`api/jobs/${job.id}/events`);
     const update = (msg) => {
-      const j = JSON.parse(msg.data);
-      setProgress(j.step, j.total, j.status);
-      // A fast job may finish between two events: its last preview is still shown.
-      if (j.preview_step > 0 && (j.status === "running" || j.status === "done")) {
-        $("preview").src = `api/jobs/${j.id}/preview?step=${j.preview_step}`;
-      }
+      const j = parseJson(msg.data);
+      state.jobs.set(j.id, j);
+      if (j.id === state.shown) showProgress(j);
       return j;
     };
     events.addEventListener("progress", update);
     events.addEventListener("end", (msg) => {
       events.close();
       const j = update(msg);
-      state.job = null;
-      $("cancel").disabled = true;
+      state.jobs.delete(j.id);
+      if (j.id === state.shown) showJob(state.jobs.values().next().value || null, j);
+      else if (state.shown) showProgress(state.jobs.get(state.shown)); // one fewer "more"
       if (j.status === "done") resolve(j.result);
-      else reject(new Error(j.error ? j.error.error : `job ${j.status}`));
+      else reject(new Error(j.error ? errorText(j.error) : `job ${j.status}`));
     });
     events.onerror = () => {
       if (events.readyState === EventSource.CLOSED) reject(new Error("lost the job's event stream"));
@@ -56,10 +87,51 @@ async function runJob(path, body) {
   });
 }
 
-function setProgress(step, total, status) {
-  $("progress").max = Math.max(total, 1);
-  $("progress").value = status === "done" ? $("progress").max : step;
-  $("progress-text").textContent = total ? `${status} ${step}/${total}` : status;
+// Put `job` in the progress row (Cancel acts on it); none: the row shows how `last` ended.
+function showJob(job, last = null) {
+  state.shown = job ? job.id : null;
+  $("cancel").disabled = !job;
+  $("cancel").dataset.job = job ? job.id : "";
+  if (job) showProgress(job);
+  else if (last) showProgress(last);
+}
+
+function showProgress(j) {
+  // A fast job may finish between two events: its last preview is still shown.
+  if (j.preview_step > 0 && (j.status === "running" || j.status === "done")) {
+    setSrc($("preview"), `api/jobs/${j.id}/preview?step=${j.preview_step}`);
+  }
+  const others = state.jobs.size - (state.jobs.has(j.id) ? 1 : 0);
+  $("progress").max = Math.max(j.total, 1);
+  $("progress").value = j.status === "done" ? $("progress").max : j.step;
+  const steps = j.total ? ` ${j.step}/${j.total}` : "";
+  $("progress-text").textContent = `${j.kind} ${j.status}${steps}${others ? ` (+${others} more)` : ""}`;
+  $("progress-text").title = j.id;
+}
+
+// Jobs this server is running or has queued, e.g. started before the page was reloaded.
+async function reattach() {
+  const active = await api("api/jobs?active=true");
+  for (const job of active) {
+    if (state.jobs.has(job.id)) continue;
+    followJob(job, false).then(refreshGallery).catch((e) => say(e.message, true));
+  }
+}
+
+function cancelShown() {
+  const id = $("cancel").dataset.job;
+  if (id) api(`api/jobs/${id}/cancel`, {}).catch((e) => say(e.message, true));
+}
+
+function showNotices(notices) {
+  $("notices").textContent = (notices || []).join(" ");
+  $("notices").hidden = !(notices && notices.length);
+}
+
+// An <img> is shown only once it has something to show: no broken-image icons in empty panels.
+function setSrc(img, url) {
+  img.src = url;
+  img.hidden = false;
 }
 
 // Run an action from a button: disable it meanwhile, report errors in the status line.
@@ -92,6 +164,13 @@ async function refreshGallery() {
     const img = document.createElement("img");
     img.src = fileUrl(item.id);
     img.alt = item.recipe && item.recipe.prompt ? item.recipe.prompt : item.id;
+    cell.dataset.kind = item.kind;
+    if (item.kind === "upload") {
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = "upload";
+      cell.append(badge);
+    }
     img.title = img.alt;
     img.dataset.id = item.id;
     img.addEventListener("click", () => select(item.id));
@@ -115,9 +194,9 @@ function select(id) {
   for (const img of document.querySelectorAll("#gallery img, .thumbs img")) {
     img.classList.toggle("selected", img.dataset.id === id);
   }
-  for (const img of document.querySelectorAll("img.current")) img.src = fileUrl(id);
+  for (const img of document.querySelectorAll("img.current")) setSrc(img, fileUrl(id));
   const recipe = state.recipes.get(id);
-  $("recipe").textContent = recipe ? JSON.stringify(recipe, null, 1) : "(no recipe)";
+  $("recipe").textContent = recipe ? toJson(recipe, 1) : "(no recipe)";
   $("reuse").disabled = !recipe || !("seed" in recipe);
   clearMask();
   resetOutpaint();
@@ -144,7 +223,7 @@ function reuse() {
   if (!r) return;
   $("prompt").value = r.prompt || "";
   $("negative").value = r.negative_prompt || "";
-  $("seed").value = r.seed;
+  $("seed").value = String(r.seed);
   $("seed-lock").checked = true;
   $("steps").value = r.steps;
   $("cfg").value = r.cfg;
@@ -157,21 +236,30 @@ async function uploadFile(blob, name, kind = "upload") {
   const form = new FormData();
   form.append("file", blob, name);
   const r = await fetch(`api/uploads?kind=${kind}`, { method: "POST", body: form });
-  const data = await r.json();
-  if (!r.ok) throw new Error(`${data.field}: ${data.error}`);
+  const data = parseJson(await r.text());
+  if (!r.ok) throw new Error(errorText(data));
   return data;
 }
 
 // ---- text to image -----------------------------------------------------------------------------
 
+function num(id) { return $(id).value === "" ? null : Number($(id).value); }
+
+// A seed exactly as typed (a BigInt past 2**53); the server checks its range.
+function seedOf(id) {
+  const text = $(id).value.trim();
+  if (text === "") return null;
+  if (!/^\d+$/.test(text)) throw new Error(`seed: a whole number from 0 to 2^63-1, got ${text}`);
+  return Number.isSafeInteger(Number(text)) ? Number(text) : BigInt(text);
+}
+
 function recipeFields() {
-  const num = (id) => ($(id).value === "" ? null : Number($(id).value));
   const [width, height] = $("size").value.split("x").map(Number);
-  return { negative_prompt: $("negative").value, seed: num("seed"), steps: num("steps"),
+  return { negative_prompt: $("negative").value, seed: seedOf("seed"), steps: num("steps"),
     cfg: num("cfg"), sampler: $("sampler").value, width, height, n: num("batch") || 1 };
 }
 
-function newSeed() { $("seed").value = Math.floor(Math.random() * 2 ** 31); }
+function newSeed() { $("seed").value = String(Math.floor(Math.random() * 2 ** 31)); }
 
 async function generate() {
   if (!$("seed-lock").checked) newSeed();
@@ -194,16 +282,35 @@ function sharedFields() {
 
 async function img2img() {
   const result = await runJob("api/img2img", { image: needCurrent(), prompt: $("i2i-prompt").value,
-    strength: Number($("strength").value), ...sharedFields() });
+    strength: Number($("strength").value), keep_size: $("i2i-keep").checked, ...sharedFields() });
   showResults("img2img-results", result.images);
   await refreshGallery();
 }
 
 const mask = { drawing: false, ctx: null };
+const MASK_INK = "rgb(255, 0, 160)"; // magenta: seen over white, black and most images alike
+const STAGE = 256; // the longer side of the image being painted on, in CSS pixels
+
+// The mask canvas takes the image's shape (longer side STAGE), so strokes land where they look.
+function fitMaskCanvas() {
+  const img = $("inpaint-image");
+  const [w, h] = [img.naturalWidth || 1, img.naturalHeight || 1];
+  const scale = STAGE / Math.max(w, h);
+  const [width, height] = [Math.round(w * scale), Math.round(h * scale)];
+  const wrap = $("inpaint-wrap");
+  wrap.style.width = `${width}px`;
+  wrap.style.height = `${height}px`;
+  const canvas = $("mask-canvas");
+  if (canvas.width !== width || canvas.height !== height) {
+    canvas.width = width; // resizing clears the strokes: they belonged to another image
+    canvas.height = height;
+  }
+}
 
 function setupMask() {
   const canvas = $("mask-canvas");
   mask.ctx = canvas.getContext("2d");
+  $("inpaint-image").addEventListener("load", fitMaskCanvas);
   // Strokes join the pointer's positions with round lines, so a fast drag leaves no gaps.
   let last = null;
   const paint = (e) => {
@@ -212,7 +319,7 @@ function setupMask() {
     const y = (e.clientY - r.top) * (canvas.height / r.height);
     const ctx = mask.ctx;
     ctx.globalCompositeOperation = $("eraser").checked ? "destination-out" : "source-over";
-    ctx.strokeStyle = "#fff";
+    ctx.strokeStyle = MASK_INK;
     ctx.lineWidth = Number($("brush").value);
     ctx.lineCap = "round";
     ctx.beginPath();
@@ -231,17 +338,25 @@ function setupMask() {
   canvas.addEventListener("pointerup", () => { mask.drawing = false; last = null; });
 }
 
-function clearMask() { if (mask.ctx) mask.ctx.clearRect(0, 0, 256, 256); }
+function clearMask() {
+  if (mask.ctx) mask.ctx.clearRect(0, 0, $("mask-canvas").width, $("mask-canvas").height);
+}
 
-// The painted strokes, drawn at the image's own size: white = regenerate, black = keep.
+// The painted strokes at the image's own size, as the server reads masks: white = regenerate,
+// black = keep, grey where a stroke's edge is soft (the ink's coverage, not its colour).
 function maskBlob(width, height) {
   const out = document.createElement("canvas");
   out.width = width;
   out.height = height;
   const ctx = out.getContext("2d");
-  ctx.fillStyle = "#000";
-  ctx.fillRect(0, 0, width, height);
   ctx.drawImage($("mask-canvas"), 0, 0, width, height);
+  const pixels = ctx.getImageData(0, 0, width, height);
+  const d = pixels.data;
+  for (let i = 0; i < d.length; i += 4) {
+    d[i] = d[i + 1] = d[i + 2] = d[i + 3];
+    d[i + 3] = 255;
+  }
+  ctx.putImageData(pixels, 0, 0);
   return new Promise((resolve) => out.toBlob(resolve, "image/png"));
 }
 
@@ -251,18 +366,41 @@ async function inpaint() {
   const blob = await maskBlob(img.naturalWidth, img.naturalHeight);
   const uploaded = await uploadFile(blob, "mask.png", "mask");
   const result = await runJob("api/inpaint", { image: id, mask: uploaded.id,
-    prompt: $("inpaint-prompt").value, ...sharedFields() });
+    prompt: $("inpaint-prompt").value, keep_size: $("inpaint-keep").checked, ...sharedFields() });
   showResults("inpaint-results", result.images);
   await refreshGallery();
 }
 
 const SIDES = ["left", "right", "top", "bottom"];
+const OUTPAINT_SIDE = 128; // the longer side of the image in the outpaint frame, in CSS pixels
 
 function cell() { return state.model ? state.model.latent_cell : 4; }
 
-function drawOutpaintFrame() {
+// The size the server will work on the image at (as ops/source.py's working_size): shrunk to
+// fit the model's size, aspect kept, unless "keep size"; sides rounded to the latent cell.
+function workingSize() {
   const img = $("outpaint-image");
-  const scale = 128 / (img.naturalWidth || state.model.image_size);
+  let [w, h] = [img.naturalWidth || state.model.image_size, img.naturalHeight || state.model.image_size];
+  const scale = Math.min(state.model.image_size / w, state.model.image_size / h);
+  if (!$("outpaint-keep").checked && scale < 1) {
+    [w, h] = [Math.max(1, Math.round(w * scale)), Math.max(1, Math.round(h * scale))];
+  }
+  const c = cell();
+  return [Math.max(c, Math.round(w / c) * c), Math.max(c, Math.round(h / c) * c)];
+}
+
+// CSS pixels per working pixel; the image is drawn at its working shape.
+function outpaintScale() {
+  const [w, h] = workingSize();
+  const scale = OUTPAINT_SIDE / Math.max(w, h);
+  const img = $("outpaint-image");
+  img.style.width = `${Math.round(w * scale)}px`;
+  img.style.height = `${Math.round(h * scale)}px`;
+  return scale;
+}
+
+function drawOutpaintFrame() {
+  const scale = outpaintScale();
   const v = Object.fromEntries(SIDES.map((s) => [s, Number($(`out-${s}`).value) * scale]));
   const frame = $("outpaint-frame");
   frame.style.padding = `${v.top}px ${v.right}px ${v.bottom}px ${v.left}px`;
@@ -278,6 +416,8 @@ function setupOutpaint() {
     $(`out-${s}`).step = cell();
     $(`out-${s}`).addEventListener("input", drawOutpaintFrame);
   }
+  $("outpaint-image").addEventListener("load", drawOutpaintFrame);
+  $("outpaint-keep").addEventListener("change", drawOutpaintFrame);
   for (const edge of document.querySelectorAll(".edge")) {
     const side = edge.dataset.side;
     let start = null;
@@ -287,11 +427,10 @@ function setupOutpaint() {
     });
     edge.addEventListener("pointermove", (e) => {
       if (!start) return;
-      const img = $("outpaint-image");
-      const scale = 128 / (img.naturalWidth || state.model.image_size);
+      const scale = outpaintScale();
       const delta = { left: start.x - e.clientX, right: e.clientX - start.x,
         top: start.y - e.clientY, bottom: e.clientY - start.y }[side] / scale;
-      const max = 2 * (img.naturalWidth || state.model.image_size);
+      const max = 2 * Math.max(...workingSize());
       const px = Math.min(max, Math.max(0, Math.round((start.value + delta) / cell()) * cell()));
       $(`out-${side}`).value = px;
       drawOutpaintFrame();
@@ -301,7 +440,8 @@ function setupOutpaint() {
 }
 
 async function outpaint() {
-  const body = { image: needCurrent(), prompt: $("outpaint-prompt").value, ...sharedFields() };
+  const body = { image: needCurrent(), prompt: $("outpaint-prompt").value,
+    keep_size: $("outpaint-keep").checked, ...sharedFields() };
   for (const s of SIDES) body[s] = Number($(`out-${s}`).value);
   const result = await runJob("api/outpaint", body);
   showResults("outpaint-results", result.images);
@@ -313,7 +453,7 @@ async function outpaint() {
 function keyframe(which) {
   const kind = $(`key-${which}-kind`).value;
   const value = $(`key-${which}`).value;
-  return kind === "seed" ? { seed: Number(value) } : { [kind]: value };
+  return kind === "seed" ? { seed: seedOf(`key-${which}`) } : { [kind]: value };
 }
 
 async function interpolate(keyframes = [keyframe("a"), keyframe("b")], animation = "gif") {
@@ -341,7 +481,7 @@ async function interpolate(keyframes = [keyframe("a"), keyframe("b")], animation
 function showFrame() {
   if (!state.morph) return;
   const i = Number($("scrub").value);
-  $("morph-frame").src = fileUrl(state.morph.result.frames[i]);
+  setSrc($("morph-frame"), fileUrl(state.morph.result.frames[i]));
   $("scrub-out").textContent = `frame ${i + 1}/${state.morph.result.frames.length}`;
 }
 
@@ -378,7 +518,7 @@ async function edit() {
 function showEdit() {
   const i = Number($("amount").value);
   if (!state.edits[i]) return;
-  $("edited").src = fileUrl(state.edits[i].id);
+  setSrc($("edited"), fileUrl(state.edits[i].id));
   $("amount-out").textContent = String(state.edits[i].amount);
 }
 
@@ -389,7 +529,7 @@ async function buildMap() {
     limit: Number($("map-limit").value), size: 512, thumb: 32 });
   const stage = $("map-stage");
   for (const p of stage.querySelectorAll(".point")) p.remove();
-  $("atlas").src = fileUrl(result.atlas);
+  setSrc($("atlas"), fileUrl(result.atlas));
   state.mapPicks = [];
   for (const p of result.points) {
     const dot = document.createElement("div");
@@ -423,13 +563,11 @@ async function pickMapPoint(point, dot) {
 // ---- video -------------------------------------------------------------------------------------
 
 async function video() {
-  const num = (id) => ($(id).value === "" ? null : Number($(id).value));
-  const body = { prompt: $("vid-prompt").value, frames: num("vid-frames"), seed: num("vid-seed"),
+  const body = { prompt: $("vid-prompt").value, frames: num("vid-frames"), seed: seedOf("vid-seed"),
     steps: num("vid-steps"), cfg: num("vid-cfg") };
   if ($("vid-first").checked) body.image = needCurrent();
   const result = await runJob("api/video", body);
-  $("video-clip").src = fileUrl(result.video);
-  $("video-clip").hidden = false;
+  setSrc($("video-clip"), fileUrl(result.video));
   $("video-link").href = fileUrl(result.video);
   $("video-link").hidden = false;
   $("video-info").textContent = `${result.frames} frames, seed ${result.recipe.seed}`;
@@ -477,7 +615,9 @@ async function start() {
   $("strength").addEventListener("input", () => { $("strength-out").textContent = $("strength").value; });
   $("scrub").addEventListener("input", showFrame);
   $("amount").addEventListener("input", showEdit);
-  $("cancel").addEventListener("click", () => { if (state.job) api(`api/jobs/${state.job}/cancel`, {}).catch((e) => say(e.message, true)); });
+  $("cancel").addEventListener("click", cancelShown);
+  // a typed seed is the seed wanted: keep it until "New seed" or unticking "keep"
+  $("seed").addEventListener("input", () => { $("seed-lock").checked = true; });
   $("upload").addEventListener("change", async (e) => {
     const file = e.target.files[0];
     if (!file) return;
@@ -503,6 +643,7 @@ async function start() {
   await refreshDirections();
   const first = document.querySelector("#gallery img");
   if (first) select(first.dataset.id);
+  await reattach();
   say("ready");
 }
 
