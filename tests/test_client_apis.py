@@ -111,7 +111,7 @@ def test_models_samplers_and_options_speak_automatic1111(api, port: int, pipe: P
     assert api.get_options()["sd_model_checkpoint"] == pipe.model_id
     r = requests.post(f"http://127.0.0.1:{port}/sdapi/v1/options",
                       json={"sd_model_checkpoint": "sdxl.safetensors"}, timeout=30)  # fmt: skip
-    assert r.status_code == 400 and "not served here" in r.json()["error"]
+    assert r.status_code == 400 and "unknown model" in r.json()["error"]
 
 
 @pytest.mark.parametrize(

@@ -43,12 +43,28 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option(help="Upload cap in MB.")] = 10.0,
     workers: Annotated[int, typer.Option(help="Jobs run at once (one per device is best).")] = 1,
     device: DeviceOpt = None,
+    models: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of models a request may name (our folders, diffusers folders, "
+            "single .safetensors checkpoints); each loads on first use."
+        ),
+    ] = None,
+    models_memory_gb: Annotated[
+        float | None,
+        typer.Option(
+            help="Memory for loaded --models, least recently used leaving first "
+            "(default: 60% of what is available)."
+        ),
+    ] = None,
 ) -> None:
     """Serve the web studio and its REST API (OpenAPI schema at /openapi.json)."""
     check_positive_int("port", port)
     check_positive_int("workers", workers)
     check_finite("max_upload_mb", max_upload_mb, low=0.001)
     check_exposure(host, port, token)
+    if models_memory_gb is not None:
+        check_finite("models_memory_gb", models_memory_gb, low=0.001)
     if video_model is not None and read_manifest(video_model).get("kind") != "video":
         raise InvalidArgument(f"--video-model {video_model} is not a video model folder")
     web = create_app(
@@ -63,6 +79,8 @@ def serve(
         device=device,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_concurrent=workers,
+        models=models,
+        models_memory=None if models_memory_gb is None else int(models_memory_gb * 1e9),
     )
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
     typer.echo(f"latentkit studio on http://{shown}:{port}/  (outputs in {outputs})")

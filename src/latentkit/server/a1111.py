@@ -14,12 +14,12 @@ import time
 from typing import Any
 
 from fastapi import APIRouter
-from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field
 
 from latentkit.diffusion.samplers import SAMPLER_INFO, sampler_by_a1111_name
 from latentkit.errors import InvalidArgument
 from latentkit.infotext import a1111_parameters
+from latentkit.server.a1111_images import filled, mask_for, sized
 from latentkit.server.interop import (
     checked_recipe,
     decode_image,
@@ -79,12 +79,6 @@ def check_supported(body: Txt2Img, st: Any) -> None:
             raise InvalidArgument(f"{name}: {what} is not something latentkit does; turn it off")
     if body.subseed_strength:
         raise InvalidArgument("subseed_strength: variation seeds are not supported; use 0")
-    checkpoint = body.override_settings.get("sd_model_checkpoint")
-    if checkpoint is not None and checkpoint != st.pipe.model_id:
-        raise InvalidArgument(
-            f"sd_model_checkpoint {checkpoint!r} is not served here; this server serves "
-            f"{st.pipe.model_id!r} (GET /sdapi/v1/sd-models)"
-        )
 
 
 def our_sampler(body: Txt2Img) -> str | None:
@@ -153,62 +147,13 @@ def answer(st: Any, body: Txt2Img, job: Job) -> dict[str, Any]:
 @router.post("/txt2img")
 async def txt2img(body: Txt2Img, st: StudioDep) -> dict[str, Any]:
     check_supported(body, st)
+    st = await st.for_model(body.override_settings.get("sd_model_checkpoint"))
     recipe = checked_recipe(st, body.prompt, recipe_args(body), body.width, body.height)
 
     def run(job: Job) -> dict[str, Any]:
         return st.save_generation(st.pipe.run(recipe, job.progress_callback(st.preview_every)))
 
     return answer(st, body, await run_and_wait(st, "txt2img", run))
-
-
-def sized(image: Image.Image, body: Img2Img) -> Image.Image:
-    """The init image at the requested size: resize_mode 0 (and 3) stretch, 1 crops to fill,
-    2 fits inside and pads with the edge colour."""
-    image = image.convert("RGB")
-    if body.width is None or body.height is None or (body.width, body.height) == image.size:
-        return image
-    size = (body.width, body.height)
-    if body.resize_mode == 1:
-        return ImageOps.fit(image, size, Image.Resampling.LANCZOS)
-    if body.resize_mode == 2:
-        edge = image.getpixel((0, 0))
-        return ImageOps.pad(image, size, Image.Resampling.LANCZOS, color=edge)
-    return image.resize(size, Image.Resampling.LANCZOS)
-
-
-def mask_for(body: Img2Img, image: Image.Image, max_bytes: int) -> Image.Image | None:
-    """White = regenerate (AUTOMATIC1111's convention, `inpainting_mask_invert` flips it)."""
-    if body.mask is None:
-        return None
-    mask = decode_image(body.mask, "mask", max_bytes)
-    mask = mask.getchannel("A") if mask.mode in ("RGBA", "LA") and has_transparency(mask) else mask
-    mask = mask.convert("L").resize(image.size, Image.Resampling.BILINEAR)
-    return ImageOps.invert(mask) if body.inpainting_mask_invert else mask
-
-
-def has_transparency(mask: Image.Image) -> bool:
-    lo, _ = mask.getchannel("A").getextrema()
-    return lo < 255
-
-
-def filled(image: Image.Image, mask: Image.Image, fill: int) -> Image.Image:
-    """AUTOMATIC1111's masked content: 0 `fill` (the unmasked colours' mean), 3 `latent
-    nothing` (mid grey, the zero latent); 1 `original` and 2 `latent noise` keep the image."""
-    if fill not in (0, 3):
-        return image
-    keep = ImageOps.invert(mask.point(lambda v: 255 if v > 127 else 0))
-    colour = tuple(round(c) for c in image_mean(image, keep)) if fill == 0 else (128, 128, 128)
-    out = image.copy()
-    out.paste(colour, mask=mask.point(lambda v: 255 if v > 127 else 0))
-    return out
-
-
-def image_mean(image: Image.Image, where: Image.Image) -> list[float]:
-    from PIL import ImageStat
-
-    if where.getbbox() is None:
-        return [128.0, 128.0, 128.0]
-    return list(ImageStat.Stat(image, where).mean)
 
 
 @router.post("/img2img")
@@ -219,6 +164,7 @@ async def img2img(body: Img2Img, st: StudioDep) -> dict[str, Any]:
     from latentkit.ops import inpaint
 
     check_supported(body, st)
+    st = await st.for_model(body.override_settings.get("sd_model_checkpoint"))
     image = sized(decode_image(body.init_images[0], "init_images", st.max_upload_bytes), body)
     args = recipe_args(body)
     checked_recipe(st, body.prompt, args, *image.size)
@@ -243,9 +189,9 @@ async def img2img(body: Img2Img, st: StudioDep) -> dict[str, Any]:
 
 @router.get("/sd-models")
 async def sd_models(st: StudioDep) -> list[dict[str, Any]]:
-    name = st.pipe.model_id
+    """The served model and, with `serve --models DIR`, every model in that folder."""
     return [{"title": name, "model_name": name, "hash": None, "sha256": None,
-             "filename": name, "config": None}]  # fmt: skip
+             "filename": name, "config": None} for name in st.models.names()]  # fmt: skip
 
 
 @router.get("/samplers")
@@ -256,14 +202,18 @@ async def samplers() -> list[dict[str, Any]]:
 
 @router.get("/options")
 async def get_options(st: StudioDep) -> dict[str, Any]:
-    return {"sd_model_checkpoint": st.pipe.model_id, "samples_format": "png"}
+    current = st.models.current or st.pipe.model_id
+    return {"sd_model_checkpoint": current, "samples_format": "png"}
 
 
 @router.post("/options")
 async def set_options(options: dict[str, Any], st: StudioDep) -> None:
-    """Switching `sd_model_checkpoint` to the served model succeeds; other models are refused
-    (this server serves one); other options have no counterpart and are ignored."""
-    check_supported(Txt2Img(override_settings=options), st)
+    """`sd_model_checkpoint` switches the model of requests that name none (loading it now);
+    other options have no counterpart here and are ignored."""
+    name = options.get("sd_model_checkpoint")
+    if name is not None:
+        await st.for_model(str(name))
+        st.models.current = None if name == st.pipe.model_id else str(name)
 
 
 @router.get("/progress")

@@ -14,6 +14,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from latentkit.families.catalog import model_bytes, models_in
+from latentkit.families.memory import available_memory
 from latentkit.pipeline import Pipeline
 from latentkit.server import (
     a1111,
@@ -28,6 +30,7 @@ from latentkit.server import (
 from latentkit.server.errors import add_error_handlers, error_body, to_api_error
 from latentkit.server.guard import Guard
 from latentkit.server.jobs import JobQueue
+from latentkit.server.models import ModelShelf
 from latentkit.server.routes_files import STATIC
 from latentkit.server.state import LockedEncoder, Studio
 from latentkit.server.storage import Storage
@@ -63,6 +66,8 @@ def create_app(
     base: str | Path | None = None,
     max_work: int | None = None,
     allowed_hosts: Iterable[str] | None = None,
+    models: str | Path | None = None,
+    models_memory: int | None = None,
 ) -> FastAPI:
     """The app `latentkit serve` runs; tests pass a loaded `pipe` to share one tiny model.
 
@@ -70,6 +75,10 @@ def create_app(
     model's side at 50 steps). `allowed_hosts` are Host names accepted besides the address the
     server listens on and loopback names (which, without a token, are all it accepts: see
     guard.py).
+
+    `models`: a folder whose every model (our folders, diffusers folders, single checkpoints) a
+    request may name; each loads on first use into a cache of `models_memory` bytes (default:
+    60% of the memory available at start), the least recently used leaving first.
 
     The video model (`video_model`, else $LATENTKIT_VIDEO_MODEL, else the shipped one) loads on
     first use; if it is missing the server still runs and /api/video answers 501."""
@@ -80,8 +89,10 @@ def create_app(
         pipe.text_encoder = LockedEncoder(pipe.text_encoder)
     storage = Storage(outputs)
     queue = JobQueue(max_concurrent, on_error=lambda e: error_body(to_api_error(e, storage.root)))
+    shelf = model_shelf(pipe, models, models_memory, max_concurrent, device=device,
+                        offload=offload, base=base)  # fmt: skip
     studio = Studio(pipe, storage, queue, preview_every, max_upload_bytes, video_model,
-                    video_pipe, max_work)  # fmt: skip
+                    video_pipe, max_work, shelf)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -103,3 +114,24 @@ def create_app(
     app.add_middleware(Guard, token=token, max_body=max_upload_bytes + MULTIPART_SLACK,
                        allowed_hosts=allowed_hosts)  # fmt: skip
     return app
+
+
+def model_shelf(
+    pipe: Pipeline,
+    folder: str | Path | None,
+    memory: int | None,
+    workers: int,
+    **load_options: Any,
+) -> ModelShelf:
+    """The models requests may name: the served one, and every model in `folder`."""
+    offered = models_in(folder) if folder is not None else {}
+    budget = memory if memory is not None else int(0.6 * available_memory()) or 8 * 1024**3
+
+    def load(path: Path) -> Pipeline:
+        loaded = Pipeline.load(path, **load_options)
+        if workers > 1:
+            loaded.text_encoder = LockedEncoder(loaded.text_encoder)
+        return loaded
+
+    # fp16 files run as fp32 on a CPU: count twice their size on disk
+    return ModelShelf(pipe, offered, load, budget, lambda path: 2 * model_bytes(path))

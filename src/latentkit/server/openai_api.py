@@ -90,14 +90,6 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
     return int(width), int(height)
 
 
-def check_model(st: Any, model: str | None) -> None:
-    if model is not None and model != st.pipe.model_id:
-        raise InvalidArgument(
-            f"model {model!r} is not served here; this server serves {st.pipe.model_id!r} "
-            "(GET /v1/models)"
-        )
-
-
 def images_answer(request: Request, st: Any, job: Job, response_format: str) -> dict[str, Any]:
     data = []
     for png, recipe, file_id in stored_images(st, job):
@@ -111,7 +103,7 @@ def images_answer(request: Request, st: Any, job: Job, response_format: str) -> 
 
 @router.post("/images/generations")
 async def generations(body: Generations, request: Request, st: StudioDep) -> dict[str, Any]:
-    check_model(st, body.model)
+    st = await st.for_model(body.model)
     width, height = parse_size(body.size)
     recipe = checked_recipe(st, body.prompt, {"n": body.n}, width, height)
 
@@ -160,7 +152,7 @@ async def edits(
     """Inpainting: the transparent part of the mask is regenerated following `prompt`."""
     from latentkit.ops import inpaint
 
-    check_model(st, model)
+    st = await st.for_model(model)
     picture = await read_upload(image, "image", st.max_upload_bytes)
     painted = await read_upload(mask, "mask", st.max_upload_bytes) if mask else None
     where = edit_mask(picture, painted)
@@ -183,6 +175,7 @@ async def edits(
 
 @router.get("/models")
 async def models(st: StudioDep) -> dict[str, Any]:
-    entry = {"id": st.pipe.model_id, "object": "model", "created": int(time.time()),
-             "owned_by": "latentkit"}  # fmt: skip
-    return {"object": "list", "data": [entry]}
+    created = int(time.time())
+    entries = [{"id": name, "object": "model", "created": created, "owned_by": "latentkit"}
+               for name in st.models.names()]  # fmt: skip
+    return {"object": "list", "data": entries}

@@ -34,7 +34,7 @@ async def find_direction(
     """A text direction from two prompt sets, saved under `name` for /api/edit."""
     from latentkit.ops.directions import from_prompts
 
-    st.check_model(body)
+    st = await st.for_model(body.model)
 
     def run(job: Job) -> dict[str, Any]:
         direction = from_prompts(st.pipe, body.positive, body.negative, body.name)
@@ -49,7 +49,7 @@ async def edit(body: s.EditRequest, st: StudioDep, wait: bool = False) -> JSONRe
     """Move an image along a saved direction, one image per amount (a slider's stops)."""
     from latentkit.ops.directions import Direction, check_direction, edit_image
 
-    st.check_model(body)
+    st = await st.for_model(body.model)
     src = st.source(body.image, False)
     path = src.path
     direction = Direction.load(st.storage.direction_path(body.direction))

@@ -19,7 +19,7 @@ router = APIRouter()
 @router.post("/api/generate", status_code=202, tags=["generate"])
 async def generate(body: s.GenerateRequest, st: StudioDep, wait: bool = False) -> JSONResponse:
     """Text to image; with `noise` (an id from /api/invert), regenerate from that noise."""
-    st.check_model(body)
+    st = await st.for_model(body.model)
     if body.noise is not None:
         return await from_noise(st, body, wait)
     recipe = st.check_recipe(body, width=body.width, height=body.height)
@@ -48,7 +48,7 @@ async def from_noise(st: Studio, body: s.GenerateRequest, wait: bool) -> JSONRes
 async def img2img(body: s.Img2ImgRequest, st: StudioDep, wait: bool = False) -> JSONResponse:
     from latentkit.ops import img2img as op
 
-    st.check_model(body)
+    st = await st.for_model(body.model)
     src = st.source(body.image, body.keep_size)
     st.check_recipe(body, width=src.working[0], height=src.working[1])
 
@@ -66,7 +66,7 @@ async def inpaint(body: s.InpaintRequest, st: StudioDep, wait: bool = False) -> 
     from latentkit.ops import inpaint as op
     from latentkit.ops.inpaint import load_mask
 
-    st.check_model(body)
+    st = await st.for_model(body.model)
     src = st.source(body.image, body.keep_size)
     mask_path, mask_size = st.image(body.mask, "mask")
     if mask_size != src.size:
@@ -90,7 +90,7 @@ async def inpaint(body: s.InpaintRequest, st: StudioDep, wait: bool = False) -> 
 async def outpaint(body: s.OutpaintRequest, st: StudioDep, wait: bool = False) -> JSONResponse:
     from latentkit.ops import outpaint as op
 
-    st.check_model(body)
+    st = await st.for_model(body.model)
     src = st.source(body.image, body.keep_size)
     sides = check_sides(st, body, *src.working)
     st.check_recipe(body, width=src.working[0] + body.left + body.right,

@@ -25,7 +25,7 @@ async def interpolate(
     """Morph through keyframes; frames come back as PNG ids, plus a GIF/MP4 if asked."""
     from latentkit.ops import interpolate as op
 
-    st.check_model(body)
+    st = await st.for_model(body.model)
     args = {"negative_prompt": body.negative_prompt, "seed": body.seed, "steps": body.steps,
             "cfg": body.cfg, "sampler": body.sampler}  # fmt: skip
     recipe = st.pipe.recipe(body.prompt, **args)
@@ -99,7 +99,7 @@ async def invert(body: s.InvertRequest, st: StudioDep, wait: bool = False) -> JS
     from latentkit.ops import invert as op
     from latentkit.outputs import save_latents
 
-    st.check_model(body)
+    st = await st.for_model(body.model)
     src = st.source(body.image, False)
     path = src.path
     options = {"steps": body.steps, "sampler": body.sampler, "cfg": body.cfg}
@@ -121,7 +121,7 @@ async def encode(body: s.EncodeRequest, st: StudioDep, wait: bool = False) -> JS
     from latentkit.ops.source import prepare
     from latentkit.outputs import save_latents
 
-    st.check_model(body)
+    st = await st.for_model(body.model)
     src = st.source(body.image, False)
 
     def run(job: Job) -> dict[str, Any]:
@@ -141,7 +141,7 @@ async def decode(body: s.DecodeRequest, st: StudioDep, wait: bool = False) -> JS
     from latentkit.data.images import tensor_to_pil
     from latentkit.outputs import load_latents
 
-    st.check_model(body)
+    st = await st.for_model(body.model)
     z, recipe = load_latents(st.storage.path(body.latents, "latents"))
     channels = st.pipe.codec.latent_channels
     if z.shape[1] != channels:
@@ -161,7 +161,7 @@ async def decode(body: s.DecodeRequest, st: StudioDep, wait: bool = False) -> JS
 async def latent_map(body: s.MapRequest, st: StudioDep, wait: bool = False) -> JSONResponse:
     """Images placed on a 2D map of their latents: an atlas plus each point's position
     (fractions of the atlas side), caption and, for gallery images, id."""
-    st.check_model(body)
+    st = await st.for_model(body.model)
     # the gallery is read now, so too few images is a 400 at once; the built-in set loads
     # in the job, where its cost belongs
     gallery = map_images(st, body) if body.source == "gallery" else None

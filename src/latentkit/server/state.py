@@ -8,6 +8,7 @@ imports the app and the app imports every router.
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,11 +19,12 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from PIL import Image
 
-from latentkit.errors import LatentkitError, ModelFileError
+from latentkit.errors import InvalidArgument, LatentkitError, ModelFileError
 from latentkit.pipeline import Generation, Pipeline, Recipe
 from latentkit.server import schemas as s
 from latentkit.server.errors import ApiError
 from latentkit.server.jobs import DONE, FAILED, Job, JobQueue, QueueFull
+from latentkit.server.models import ModelShelf
 from latentkit.server.storage import Storage
 
 
@@ -70,8 +72,11 @@ class Studio:
         video_model: str | Path | None = None,
         video_pipe: Any = None,
         max_work: int | None = None,
+        models: ModelShelf | None = None,
     ) -> None:
         self.pipe, self.storage, self.queue = pipe, storage, queue
+        self.models = models or ModelShelf(pipe, {}, Pipeline.load, 0, lambda _: 0)
+        self.work_limit = max_work
         self.max_work = max_work if max_work is not None else default_max_work(pipe)
         self.preview_every = preview_every
         self.max_upload_bytes = max_upload_bytes
@@ -108,13 +113,19 @@ class Studio:
 
     # -- checks run before a job is queued -----------------------------------------------------
 
-    def check_model(self, body: s.Body) -> None:
-        if body.model is not None and body.model != self.pipe.model_id:
-            raise ApiError(
-                400,
-                f"unknown model {body.model!r}; this server serves {self.pipe.model_id!r}",
-                "model",
-            )
+    async def for_model(self, name: str | None) -> Studio:
+        """This studio with the pipeline a request names (None: the current one), loaded on
+        first use off the event loop; the queue, outputs and limits are shared."""
+        try:
+            pipe = await asyncio.to_thread(self.models.get, name)
+        except InvalidArgument as e:
+            raise ApiError(400, str(e), "model") from None
+        if pipe is self.pipe:
+            return self
+        view = copy.copy(self)
+        view.pipe = pipe
+        view.max_work = self.work_limit if self.work_limit is not None else default_max_work(pipe)
+        return view
 
     @property
     def max_side(self) -> int:
