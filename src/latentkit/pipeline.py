@@ -101,6 +101,29 @@ class Recipe:
         return {k: v for k, v in fields.items() if not (k in OPTIONAL_FIELDS and v is None)}
 
 
+@dataclass(frozen=True)
+class SamplingOptions:
+    """What a request says about sampling, whichever interface it came through (CLI flags, the
+    studio's JSON, AUTOMATIC1111's or OpenAI's fields): unset (None) means the model's default.
+    `args()` are the keyword arguments `Pipeline.recipe`, `generate` and every op take."""
+
+    negative_prompt: str = ""
+    seed: int | None = None
+    steps: int | None = None
+    cfg: float | None = None
+    sampler: str | None = None
+    n: int = 1
+    guidance: float | None = None
+    true_cfg: bool | None = None
+
+    def args(self, *, single: bool = False) -> dict[str, Any]:
+        """Set options only; `single` leaves out n, for ops that make one result (a morph)."""
+        chosen = {k: v for k, v in asdict(self).items() if v is not None}
+        if single:
+            chosen.pop("n")
+        return chosen
+
+
 @dataclass
 class Progress:
     """What a step callback receives; the preview is computed only if someone looks at it."""

@@ -21,7 +21,7 @@ from latentkit.data.images import tensor_to_pil
 from latentkit.errors import InvalidArgument
 from latentkit.files import check_writable
 from latentkit.models.lora import parse_lora_arg
-from latentkit.pipeline import Pipeline
+from latentkit.pipeline import Pipeline, SamplingOptions
 from latentkit.train.loop import TrainConfig
 
 
@@ -74,11 +74,10 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
 def recipe_options(
     negative: str | None, seed: int | None, steps: int | None, cfg: float | None,
     sampler: str | None, n: int, guidance: float | None = None, true_cfg: bool = False,
-) -> dict[str, Any]:  # fmt: skip
-    """The sampling flags every edit takes, as the keyword arguments the ops expect."""
-    return {"negative_prompt": negative or "", "seed": seed, "steps": steps, "cfg": cfg,
-            "sampler": sampler, "n": n, "guidance": guidance,
-            "true_cfg": True if true_cfg else None}  # fmt: skip
+) -> SamplingOptions:  # fmt: skip
+    """The sampling flags every command takes, as the request type the server builds too."""
+    return SamplingOptions(negative or "", seed, steps, cfg, sampler, n, guidance,
+                           True if true_cfg else None)  # fmt: skip
 
 
 def step_bar():

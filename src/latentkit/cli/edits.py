@@ -118,9 +118,7 @@ def edit(
     out = common.image_out(out)
     pipe = common.load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     rows = d.edit_image(pipe, image, d.Direction.load(direction), values, prompt, steps, keep_size)
-    recipe = {"op": "edit", "source": str(image), "direction": str(direction), "amounts": values,
-              "model": pipe.model_id}  # fmt: skip
-    common.save_strip(rows, out, recipe)
+    common.save_strip(rows, out, d.edit_recipe(pipe, str(image), str(direction), values, prompt))
 
 
 def blend(

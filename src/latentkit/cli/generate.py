@@ -141,7 +141,7 @@ def img2img(
     pipe = common.load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     opts = common.recipe_options(negative, seed, steps, cfg, sampler, n, guidance, true_cfg)
     result = ops.img2img(pipe, image, prompt, strength=strength, keep_size=keep_size,
-                         callback=common.step_bar(), **opts)  # fmt: skip
+                         callback=common.step_bar(), **opts.args())  # fmt: skip
     common.write_images(result, out)
 
 
@@ -171,7 +171,7 @@ def inpaint(
     opts = common.recipe_options(negative, seed, steps, cfg, sampler, n, guidance, true_cfg)
     result = ops.inpaint(pipe, image, mask, prompt, feather_px=feather,
                          keep_unmasked=keep_unmasked, keep_size=keep_size,
-                         callback=common.step_bar(), **opts)  # fmt: skip
+                         callback=common.step_bar(), **opts.args())  # fmt: skip
     common.write_images(result, out)
 
 
@@ -195,6 +195,7 @@ def outpaint(
     out = common.image_out(out)
     pipe = common.load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     opts = common.recipe_options(negative, seed, steps, cfg, sampler, n, guidance, true_cfg)
-    result = ops.outpaint(pipe, image, prompt, left=left, right=right, top=top, bottom=bottom,
-                          keep_size=keep_size, callback=common.step_bar(), **opts)  # fmt: skip
+    sides = {"left": left, "right": right, "top": top, "bottom": bottom}
+    result = ops.outpaint(pipe, image, prompt, **sides, keep_size=keep_size,
+                          callback=common.step_bar(), **opts.args())  # fmt: skip
     common.write_images(result, out)

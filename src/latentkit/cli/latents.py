@@ -30,12 +30,13 @@ from latentkit.cli.options import (
     TrueCfgOpt,
     VaeOpt,
 )
-from latentkit.data.images import image_to_tensor, load_image, resize_center_crop, tensor_to_pil
-from latentkit.errors import InvalidArgument, check_positive_int
+from latentkit.data.images import image_to_tensor, resize_center_crop
+from latentkit.errors import check_positive_int
 from latentkit.files import atomic_write_bytes
 from latentkit.ops.directions import encode_set
 from latentkit.ops.invert import round_trip_psnr
-from latentkit.ops.latent_map import latent_map, nearest
+from latentkit.ops.latent_files import decode_latents, encode_image, invert_image
+from latentkit.ops.latent_map import latent_map, map_recipe, nearest
 from latentkit.ops.source import prepare
 from latentkit.train.tasks import training_images
 
@@ -61,10 +62,11 @@ def invert(
     """Find the noise that regenerates an image; `generate --noise FILE` then edits from it."""
     out = common.file_out(out, "noise.safetensors", (".safetensors",))
     pipe = common.load_pipeline(model, device, prediction, offload, vae=vae, base=base)
-    z, recipe = ops.invert(pipe, image, prompt, keep_size=keep_size, callback=common.step_bar(),
-                           steps=steps, sampler=sampler, cfg=cfg)  # fmt: skip
-    meta = {**recipe.to_dict(), "source": str(image), "model": pipe.model_id}
-    outputs.save_latents(z, out, meta)
+    options = {"steps": steps, "sampler": sampler, "cfg": cfg}
+    bar = common.step_bar()
+    noise, recipe = invert_image(pipe, image, prompt, str(image), keep_size, bar, **options)
+    z = noise.tensor
+    outputs.save_latents(z, out, noise.recipe)
     typer.echo(f"wrote {out} noise {tuple(z.shape)}")
     if check:
         psnr = round_trip_psnr(pipe, image, z, recipe)
@@ -93,8 +95,8 @@ def interpolate(
     out = common.animation_out(out)
     pipe = common.load_pipeline(model, device, prediction, offload, vae=vae, base=base)
     opts = common.recipe_options(negative, seed, steps, cfg, sampler, 1, guidance, true_cfg)
-    opts.pop("n")
-    result = ops.interpolate(pipe, keyframes, frames, prompt=prompt, even=even, **opts)
+    result = ops.interpolate(pipe, keyframes, frames, prompt=prompt, even=even,
+                             **opts.args(single=True))  # fmt: skip
     if out.suffix.lower() in (".gif", ".mp4"):
         outputs.write_animation(result.images, out, fps=fps)
         typer.echo(f"wrote {out} ({frames} frames)")
@@ -119,20 +121,13 @@ def encode(
     base: BaseOpt = None,
     device: DeviceOpt = None,
 ) -> None:
-    """Encode an image to latents (safetensors, with its recipe in the metadata)."""
+    """Encode an image at its own size to latents (safetensors, with its recipe in the
+    metadata)."""
     out = common.file_out(out, "latents.safetensors", (".safetensors",))
     pipe = common.load_pipeline(model, device, prediction, offload, vae=vae, base=base)
-    img = load_image(image, min_size=pipe.factor)
-    pipe.codec.check_pixel_shape(img.height, img.width)
-    latents = pipe.encode(image_to_tensor(img))
-    recipe = {
-        "source": str(image),
-        "height": img.height,
-        "width": img.width,
-        "model": pipe.model_id,
-    }
-    outputs.save_latents(latents, out, {**recipe, "fingerprint": pipe.fingerprint()})
-    typer.echo(f"wrote {out} latents {tuple(latents.shape)}")
+    latents = encode_image(pipe, image, str(image), keep_size=True)
+    outputs.save_latents(latents.tensor, out, latents.recipe)
+    typer.echo(f"wrote {out} latents {tuple(latents.tensor.shape)}")
 
 
 def decode(
@@ -148,17 +143,10 @@ def decode(
     """Decode latents back to an image."""
     out = common.image_out(out)
     pipe = common.load_pipeline(model, device, prediction, offload, vae=vae, base=base)
-    z, recipe = outputs.load_latents(latents)
-    if z.shape[1] != pipe.codec.latent_channels:
-        raise InvalidArgument(
-            f"{latents} has {z.shape[1]} latent channels; this model's codec takes "
-            f"{pipe.codec.latent_channels}"
-        )
-    images = tensor_to_pil(pipe.decode(z))
+    z, stored = outputs.load_latents(latents)
+    images, recipe = decode_latents(pipe, z, stored, str(latents))
     for i, img in enumerate(images):
-        path = outputs.save_image(
-            img, outputs.numbered(out, i, len(images)), {**recipe, "decoded_with": pipe.model_id}
-        )
+        path = outputs.save_image(img, outputs.numbered(out, i, len(images)), recipe)
         typer.echo(f"wrote {path}")
 
 
@@ -183,9 +171,7 @@ def map_images(
     if limit is not None:
         data = data.subset(np.arange(min(limit, len(data))))
     atlas, coords, _ = latent_map(pipe, data, method, size, thumb)
-    outputs.save_png(
-        atlas, out, {"op": "map", "images": images, "method": method, "model": pipe.model_id}
-    )
+    outputs.save_png(atlas, out, map_recipe(pipe, images, method))
     points = [{"name": n, "caption": c, "x": float(x), "y": float(y)}
               for n, c, (x, y) in zip(data.names, data.captions, coords, strict=True)]  # fmt: skip
     atomic_write_bytes(out.with_suffix(".json"), json.dumps(points, indent=1).encode())

@@ -152,6 +152,15 @@ def generate_along(
     return result
 
 
+def edit_recipe(
+    pipe: Pipeline, source: str, direction: str, amounts: list[float], prompt: str = ""
+) -> dict[str, Any]:
+    """What an edit's output records, so the CLI (a strip) and the server (an image per amount)
+    store the same fields."""
+    return {"op": "edit", "source": source, "direction": direction, "amounts": list(amounts),
+            "prompt": prompt, "model": pipe.model_id}  # fmt: skip
+
+
 def edit_image(
     pipe: Pipeline, image: Any, direction: Direction, amounts: list[float], prompt: str = "",
     steps: int | None = None, keep_size: bool = False,

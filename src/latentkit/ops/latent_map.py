@@ -6,6 +6,8 @@ in the codec's normalised latent space, where every channel has unit variance.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from PIL import Image
@@ -63,6 +65,11 @@ def atlas_positions(coords: np.ndarray, size: int, thumb: int) -> np.ndarray:
     span = np.where(hi - lo > 0, hi - lo, 1.0)
     pos = (coords - lo) / span * (size - thumb)
     return np.stack([pos[:, 0], size - thumb - pos[:, 1]], axis=1)
+
+
+def map_recipe(pipe: Pipeline, images: str, method: str) -> dict[str, Any]:
+    """What a map's atlas records: which images, how they were placed, by which model."""
+    return {"op": "map", "images": images, "method": method, "model": pipe.model_id}
 
 
 def latent_map(

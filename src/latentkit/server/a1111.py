@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from latentkit.diffusion.samplers import SAMPLER_INFO, sampler_by_a1111_name
 from latentkit.errors import InvalidArgument
 from latentkit.infotext import a1111_parameters
+from latentkit.pipeline import SamplingOptions
 from latentkit.server.a1111_images import filled, mask_for, sized
 from latentkit.server.interop import (
     checked_recipe,
@@ -94,15 +95,10 @@ def our_sampler(body: Txt2Img) -> str | None:
 
 def recipe_args(body: Txt2Img) -> dict[str, Any]:
     """generate's keyword arguments from AUTOMATIC1111's fields (seed -1: a random one)."""
-    return {
-        "negative_prompt": body.negative_prompt,
-        "seed": body.seed if body.seed >= 0 else secrets.randbelow(2**32),
-        "steps": body.steps,
-        "cfg": body.cfg_scale,
-        "sampler": our_sampler(body),
-        "n": body.batch_size * body.n_iter,
-        "guidance": body.distilled_cfg_scale,
-    }
+    seed = body.seed if body.seed >= 0 else secrets.randbelow(2**32)
+    return SamplingOptions(body.negative_prompt, seed, body.steps, body.cfg_scale,
+                           our_sampler(body), body.batch_size * body.n_iter,
+                           body.distilled_cfg_scale).args()  # fmt: skip
 
 
 def answer(st: Any, body: Txt2Img, job: Job) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from latentkit.errors import InvalidArgument, LatentkitError
+from latentkit.pipeline import SamplingOptions
 from latentkit.server.interop import (
     checked_recipe,
     open_image,
@@ -105,7 +106,7 @@ def images_answer(request: Request, st: Any, job: Job, response_format: str) -> 
 async def generations(body: Generations, request: Request, st: StudioDep) -> dict[str, Any]:
     st = await st.for_model(body.model)
     width, height = parse_size(body.size)
-    recipe = checked_recipe(st, body.prompt, {"n": body.n}, width, height)
+    recipe = checked_recipe(st, body.prompt, SamplingOptions(n=body.n).args(), width, height)
 
     def run(job: Job) -> dict[str, Any]:
         return st.save_generation(st.pipe.run(recipe, job.progress_callback(st.preview_every)))
@@ -161,7 +162,7 @@ async def edits(
     if width is not None and height is not None:
         picture = picture.resize((width, height), Image.Resampling.LANCZOS)
         where = where.resize((width, height), Image.Resampling.NEAREST)
-    checked_recipe(st, prompt, {"n": n, "seed": 0}, *picture.size)
+    checked_recipe(st, prompt, SamplingOptions(seed=0, n=n).args(), *picture.size)
 
     def run(job: Job) -> dict[str, Any]:
         callback = job.progress_callback(st.preview_every)

@@ -47,7 +47,7 @@ async def find_direction(
 @router.post("/api/edit", status_code=202)
 async def edit(body: s.EditRequest, st: StudioDep, wait: bool = False) -> JSONResponse:
     """Move an image along a saved direction, one image per amount (a slider's stops)."""
-    from latentkit.ops.directions import Direction, check_direction, edit_image
+    from latentkit.ops.directions import Direction, check_direction, edit_image, edit_recipe
 
     st = await st.for_model(body.model)
     src = st.source(body.image, False)
@@ -62,8 +62,7 @@ async def edit(body: s.EditRequest, st: StudioDep, wait: bool = False) -> JSONRe
         rows = edit_image(st.pipe, path, direction, body.amounts, prompt, body.steps)
         images = []
         for amount, row in zip(body.amounts, rows, strict=True):
-            recipe = {"op": "edit", "source": body.image, "direction": body.direction,
-                      "amount": amount, "prompt": prompt, "model": st.pipe.model_id}  # fmt: skip
+            recipe = edit_recipe(st.pipe, body.image, body.direction, [amount], prompt)
             image_id = st.storage.save_image(Image.fromarray(row), recipe, "edit")
             images.append({"id": image_id, "amount": amount, "recipe": recipe})
         return {"images": images}

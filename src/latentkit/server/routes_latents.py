@@ -96,7 +96,7 @@ def save_morph(st: Studio, body: s.InterpolateRequest, result: Any, labels: list
 @router.post("/api/invert", status_code=202, tags=["edit"])
 async def invert(body: s.InvertRequest, st: StudioDep, wait: bool = False) -> JSONResponse:
     """The noise that regenerates an image; pass its id as `noise` to /api/generate."""
-    from latentkit.ops import invert as op
+    from latentkit.ops.latent_files import invert_image
     from latentkit.outputs import save_latents
 
     st = await st.for_model(body.model)
@@ -106,11 +106,10 @@ async def invert(body: s.InvertRequest, st: StudioDep, wait: bool = False) -> JS
     st.pipe.recipe(body.prompt, **options)
 
     def run(job: Job) -> dict[str, Any]:
-        z, recipe = op(st.pipe, path, body.prompt, **options)
+        noise, _ = invert_image(st.pipe, path, body.prompt, body.image, **options)
         noise_id, noise_path = st.storage.new_path("noise", ".safetensors")
-        meta = {**recipe.to_dict(), "source": body.image, "model": st.pipe.model_id}
-        save_latents(z, noise_path, meta)
-        return {"noise": noise_id, "shape": list(z.shape)}
+        save_latents(noise.tensor, noise_path, noise.recipe)
+        return {"noise": noise_id, "shape": list(noise.tensor.shape)}
 
     return await st.submit("invert", run, wait, src.notices)
 
@@ -118,39 +117,32 @@ async def invert(body: s.InvertRequest, st: StudioDep, wait: bool = False) -> JS
 @router.post("/api/encode", status_code=202, tags=["latents"])
 async def encode(body: s.EncodeRequest, st: StudioDep, wait: bool = False) -> JSONResponse:
     """Image -> latents (safetensors with the recipe in its header)."""
-    from latentkit.ops.source import prepare
+    from latentkit.ops.latent_files import encode_image
     from latentkit.outputs import save_latents
 
     st = await st.for_model(body.model)
     src = st.source(body.image, False)
 
     def run(job: Job) -> dict[str, Any]:
-        img, pixels = prepare(st.pipe, src.path)
-        latents = st.pipe.encode(pixels)
+        latents = encode_image(st.pipe, src.path, body.image)
         latents_id, latents_path = st.storage.new_path("latents", ".safetensors")
-        meta = {"source": body.image, "height": img.height, "width": img.width,
-                "model": st.pipe.model_id, "fingerprint": st.pipe.fingerprint()}  # fmt: skip
-        save_latents(latents, latents_path, meta)
-        return {"latents": latents_id, "shape": list(latents.shape)}
+        save_latents(latents.tensor, latents_path, latents.recipe)
+        return {"latents": latents_id, "shape": list(latents.tensor.shape)}
 
     return await st.submit("encode", run, wait, src.notices)
 
 
 @router.post("/api/decode", status_code=202, tags=["latents"])
 async def decode(body: s.DecodeRequest, st: StudioDep, wait: bool = False) -> JSONResponse:
-    from latentkit.data.images import tensor_to_pil
+    from latentkit.ops.latent_files import check_latents, decode_latents
     from latentkit.outputs import load_latents
 
     st = await st.for_model(body.model)
     z, recipe = load_latents(st.storage.path(body.latents, "latents"))
-    channels = st.pipe.codec.latent_channels
-    if z.shape[1] != channels:
-        raise ApiError(400, f"latents have {z.shape[1]} channels; this model's codec takes "
-                       f"{channels}", "latents")  # fmt: skip
+    check_latents(st.pipe, z, body.latents)
 
     def run(job: Job) -> dict[str, Any]:
-        meta = {**recipe, "decoded_with": st.pipe.model_id, "latents": body.latents}
-        images = tensor_to_pil(st.pipe.decode(z))
+        images, meta = decode_latents(st.pipe, z, recipe, body.latents)
         saved = [st.storage.save_image(im, meta, "decoded") for im in images]
         return {"images": [{"id": image_id, "recipe": meta} for image_id in saved]}
 
@@ -173,12 +165,11 @@ async def latent_map(body: s.MapRequest, st: StudioDep, wait: bool = False) -> J
 
 
 def draw_map(st: Studio, body: s.MapRequest, data: Any, ids: list[str | None]) -> dict[str, Any]:
-    from latentkit.ops.latent_map import atlas_positions
+    from latentkit.ops.latent_map import atlas_positions, map_recipe
     from latentkit.ops.latent_map import latent_map as op
 
     atlas, coords, _ = op(st.pipe, data, body.method, body.size, body.thumb)
-    meta = {"op": "map", "images": body.source, "method": body.method, "model": st.pipe.model_id}
-    atlas_id = st.storage.save_image(atlas, meta, "map")
+    atlas_id = st.storage.save_image(atlas, map_recipe(st.pipe, body.source, body.method), "map")
     centre = (atlas_positions(coords, body.size, body.thumb) + body.thumb / 2) / body.size
     points = [
         {"name": n, "caption": c, "id": i, "x": float(x), "y": float(y)}

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from latentkit.diffusion.samplers import SAMPLERS
 from latentkit.errors import MAX_SEED
+from latentkit.pipeline import SamplingOptions
 from latentkit.server.storage import check_id
 
 
@@ -56,16 +57,14 @@ class RecipeFields(Body):
     sampler: Sampler = None
     n: int = Field(default=1, ge=1, le=16)
 
+    def options(self) -> SamplingOptions:
+        """The request type the CLI builds from its flags too."""
+        return SamplingOptions(self.negative_prompt, self.seed, self.steps, self.cfg,
+                               self.sampler, self.n)  # fmt: skip
+
     def recipe_args(self) -> dict[str, object]:
-        """The keyword arguments generate and the ops share (see cli.recipe_options)."""
-        return {
-            "negative_prompt": self.negative_prompt,
-            "seed": self.seed,
-            "steps": self.steps,
-            "cfg": self.cfg,
-            "sampler": self.sampler,
-            "n": self.n,
-        }
+        """The keyword arguments generate and the ops share."""
+        return self.options().args()
 
 
 class GenerateRequest(RecipeFields):
