@@ -25,11 +25,11 @@ from latentkit.cli.options import (
     StepsOpt,
     VaeOpt,
 )
+from latentkit.data.images import training_images
 from latentkit.errors import InvalidArgument
 from latentkit.ops import blend as b
 from latentkit.ops import directions as d
 from latentkit.ops.source import looks_like_image
-from latentkit.train.tasks import training_images
 
 
 def direction_find(

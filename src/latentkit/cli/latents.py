@@ -30,7 +30,7 @@ from latentkit.cli.options import (
     TrueCfgOpt,
     VaeOpt,
 )
-from latentkit.data.images import image_to_tensor, resize_center_crop
+from latentkit.data.images import image_to_tensor, resize_center_crop, training_images
 from latentkit.errors import check_positive_int
 from latentkit.files import atomic_write_bytes
 from latentkit.ops.directions import encode_set
@@ -38,7 +38,6 @@ from latentkit.ops.invert import round_trip_psnr
 from latentkit.ops.latent_files import decode_latents, encode_image, invert_image
 from latentkit.ops.latent_map import latent_map, map_recipe, nearest
 from latentkit.ops.source import prepare
-from latentkit.train.tasks import training_images
 
 
 def invert(

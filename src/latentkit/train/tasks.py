@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from latentkit.data.images import ImageSet, load_image_folder
+from latentkit.data.images import ImageSet
 from latentkit.diffusion.flow import flow_matching_loss, interpolate, sample_training_t
 from latentkit.errors import InvalidArgument
 from latentkit.models.codec import Codec, fit_latent_stats, fit_preview_weights
@@ -24,16 +24,6 @@ class LatentSource(Protocol):
     def __len__(self) -> int: ...
 
     def draw(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, list[str]]: ...
-
-
-def training_images(data: str, size: int) -> ImageSet:
-    """`openmoji` is the built-in set (training split only); anything else is an image folder."""
-    if data == "openmoji":
-        from latentkit.data.openmoji import load_openmoji
-
-        images, is_test = load_openmoji(size)
-        return images.subset(np.flatnonzero(~is_test))
-    return load_image_folder(data, size)
 
 
 def uint8_to_unit(batch: Tensor) -> Tensor:
