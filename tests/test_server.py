@@ -665,7 +665,7 @@ def test_errors_from_inside_a_job_do_not_carry_the_outputs_path(tmp_path: Path) 
 
 def test_dataset_map_samples_across_categories(client: TestClient, monkeypatch) -> None:
     """The built-in set is sorted by code point, so its first images are all flags."""
-    import latentkit.data.images as tasks
+    import latentkit.data.sources as tasks
     from latentkit.data.images import ImageSet
 
     names = ([f"1F1E6-1F1{i:02X}" for i in range(150)] + [f"1F6{i:02X}" for i in range(40)]

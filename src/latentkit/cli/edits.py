@@ -25,7 +25,7 @@ from latentkit.cli.options import (
     StepsOpt,
     VaeOpt,
 )
-from latentkit.data.images import training_images
+from latentkit.data.sources import training_images
 from latentkit.errors import InvalidArgument
 from latentkit.ops import blend as b
 from latentkit.ops import directions as d

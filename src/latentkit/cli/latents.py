@@ -30,7 +30,8 @@ from latentkit.cli.options import (
     TrueCfgOpt,
     VaeOpt,
 )
-from latentkit.data.images import image_to_tensor, resize_center_crop, training_images
+from latentkit.data.images import image_to_tensor, resize_center_crop
+from latentkit.data.sources import training_images
 from latentkit.errors import check_positive_int
 from latentkit.files import atomic_write_bytes
 from latentkit.ops.directions import encode_set

@@ -501,13 +501,3 @@ def _warn_about_unknown_files(path: Path, unknown: set[str]) -> None:
             f"{listed}",
             stacklevel=4,
         )
-
-
-def training_images(data: str, size: int) -> ImageSet:
-    """`openmoji` is the built-in set (training split only); anything else is an image folder."""
-    if data == "openmoji":
-        from latentkit.data.openmoji import load_openmoji
-
-        images, is_test = load_openmoji(size)
-        return images.subset(np.flatnonzero(~is_test))
-    return load_image_folder(data, size)

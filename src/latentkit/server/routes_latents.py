@@ -188,7 +188,7 @@ def map_images(st: Studio, body: s.MapRequest) -> tuple[Any, list[str | None]]:
 
     size = st.pipe.image_size
     if body.source == "openmoji":
-        from latentkit.data.images import training_images
+        from latentkit.data.sources import training_images
 
         data = training_images("openmoji", size)
         data = data.subset(spread_over_groups(data.names, body.limit))

@@ -25,7 +25,7 @@ from latentkit.config import (
     to_dict,
 )
 from latentkit.data.buckets import MemoryLatents
-from latentkit.data.images import training_images
+from latentkit.data.sources import training_images
 from latentkit.errors import InvalidArgument
 from latentkit.families.bundle import Bundle, load_bundle, read_manifest, save_bundle
 from latentkit.files import atomic_save_tensors

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latentkit.data.buckets import MemoryLatents
-from latentkit.data.images import training_images
+from latentkit.data.sources import training_images
 from latentkit.diffusion.guidance import cfg_combine
 from latentkit.diffusion.schedules import flow_timesteps
 from latentkit.errors import InvalidArgument, check_finite, check_positive_int
