@@ -141,8 +141,12 @@ def test_upload_keeps_recipe_and_refuses_non_images_and_oversize(client: TestCli
     r = client.post("/api/uploads", files={"file": ("bomb.png", bomb.getvalue(), "image/png")})
     assert r.status_code == 400 and r.json()["field"] == "file" and "9000x9000" in r.text
     huge = upload(client, png_bytes((300, 300)))  # readable, but over 16x the 16 px model
-    r = client.post("/api/img2img", json={"image": huge})
-    assert r.status_code == 400 and r.json()["field"] == "image"
+    r = client.post("/api/img2img", json={"image": huge, "keep_size": True})
+    assert r.status_code == 400 and r.json()["field"] == "image" and "300x300" in r.text
+    r = client.post("/api/img2img?wait=true", json={"image": huge, "steps": 2})
+    assert r.status_code == 200 and "300x300" in r.json()["notices"][0]  # shrunk, not refused
+    made = r.json()["result"]["images"][0]
+    assert (made["recipe"]["width"], made["recipe"]["height"]) == (16, 16)
     plain = upload(client, png_bytes())
     r = client.get(f"/api/files/{plain}/recipe")
     assert r.status_code == 400 and r.json()["field"] == "file_id"
@@ -724,3 +728,19 @@ def test_cross_origin_writes_are_refused(client: TestClient) -> None:
     )
     assert same.status_code == 200, same.text
     assert client.post("/api/generate?wait=true", json=body).status_code == 200  # curl, scripts
+
+
+def test_a_photo_over_the_side_limit_is_inpainted_at_the_model_size(client: TestClient) -> None:
+    image = upload(client, png_bytes((300, 240)))
+    mask = Image.new("L", (300, 240), 0)
+    mask.paste(255, (100, 80, 200, 160))
+    buf = io.BytesIO()
+    mask.save(buf, format="PNG")
+    r = client.post("/api/uploads", files={"file": ("m.png", buf.getvalue(), "image/png")},
+                    params={"kind": "mask"})  # fmt: skip
+    mask_id = r.json()["id"]
+    r = client.post("/api/inpaint?wait=true", json={"image": image, "mask": mask_id, "steps": 2})
+    assert r.status_code == 200, r.text
+    assert "300x240" in r.json()["notices"][0]
+    made = r.json()["result"]["images"][0]["recipe"]
+    assert max(made["width"], made["height"]) == 16

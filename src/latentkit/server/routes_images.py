@@ -68,7 +68,7 @@ async def inpaint(body: s.InpaintRequest, st: StudioDep, wait: bool = False) -> 
 
     st = await st.for_model(body.model)
     src = st.source(body.image, body.keep_size)
-    mask_path, mask_size = st.image(body.mask, "mask")
+    mask_path, mask_size = st.image(body.mask, "mask", as_is=body.keep_size)
     if mask_size != src.size:
         message = (f"mask is {mask_size[0]}x{mask_size[1]} but the image is {src.size[0]}x"
                    f"{src.size[1]}: paint the mask at the image's size")  # fmt: skip

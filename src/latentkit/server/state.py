@@ -160,9 +160,12 @@ class Studio:
                            f"{self.max_work:,} per request: ask for fewer steps, {what} or "
                            "pixels")  # fmt: skip
 
-    def image(self, file_id: str, field: str = "image") -> tuple[Path, tuple[int, int]]:
+    def image(
+        self, file_id: str, field: str = "image", as_is: bool = True
+    ) -> tuple[Path, tuple[int, int]]:
         """The stored image an id names and its size, if the model can take it: readable, no
-        side below one codec cell, none over `max_side`."""
+        side below one codec cell, and, if it is to be worked on `as_is`, none over
+        `max_side` (an image that will be shrunk to the model's size may be any size)."""
         from latentkit.ops.source import min_side
 
         path = self.storage.image_path(file_id, field)
@@ -171,7 +174,7 @@ class Studio:
                 size = img.size
         except OSError:
             raise ApiError(400, f"{field} {file_id!r} is not a readable image", field) from None
-        if max(size) > self.max_side:
+        if as_is and max(size) > self.max_side:
             raise ApiError(400, f"{field} is {size[0]}x{size[1]}, over this server's limit of "
                            f"{self.max_side} pixels a side", field)  # fmt: skip
         if min(size) < min_side(self.pipe):
@@ -184,7 +187,7 @@ class Studio:
         (aspect kept, sides rounded to the latent cell) unless `keep_size`, said in a notice."""
         from latentkit.ops.source import working_size
 
-        path, size = self.image(file_id, field)
+        path, size = self.image(file_id, field, as_is=keep_size)
         working = working_size(self.pipe, size, keep_size)
         return Source(path, size, working, self.resize_notices(field, size, working, keep_size))
 
