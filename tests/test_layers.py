@@ -38,3 +38,12 @@ def test_no_module_imports_a_higher_layer() -> None:
         if LAYERS[layer(b)] > LAYERS[layer(a)]
     ]
     assert upward == []
+
+
+def test_every_interface_module_is_under_300_lines() -> None:
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "latentkit"
+    files = [p for folder in ("cli", "server") for p in (src / folder).glob("*.py")]
+    lines = {str(p.relative_to(src)): len(p.read_text().splitlines()) for p in files}
+    assert len(files) > 20 and {k: n for k, n in lines.items() if n >= 300} == {}
