@@ -29,13 +29,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def port(pipe: Pipeline, tmp_path_factory: pytest.TempPathFactory):
+def live_server(app):
     import uvicorn
 
-    from latentkit.server import create_app
-
-    app = create_app(outputs=tmp_path_factory.mktemp("apis"), pipe=pipe, preview_every=1)
     number = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=number, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -47,6 +43,22 @@ def port(pipe: Pipeline, tmp_path_factory: pytest.TempPathFactory):
     yield number
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def port(pipe: Pipeline, tmp_path_factory: pytest.TempPathFactory):
+    from latentkit.server import create_app
+
+    app = create_app(outputs=tmp_path_factory.mktemp("apis"), pipe=pipe, preview_every=1)
+    yield from live_server(app)
+
+
+@pytest.fixture(scope="module")
+def token_port(pipe: Pipeline, tmp_path_factory: pytest.TempPathFactory):
+    from latentkit.server import create_app
+
+    app = create_app(outputs=tmp_path_factory.mktemp("apis"), pipe=pipe, token="s3cret")
+    yield from live_server(app)
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +197,18 @@ def test_openai_errors_reach_the_client_as_bad_requests(client, tmp_path: Path) 
         pytest.raises(openai.BadRequestError, match="no transparency"),
     ):
         client.images.edit(image=f, prompt="x")
+
+
+def test_clients_authenticate_with_the_server_token(token_port: int) -> None:
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=token_port, username="me", password="s3cret")
+    result = api.txt2img(prompt="a cat", seed=1, steps=2, width=16, height=16)
+    assert result.images[0].size == (16, 16)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{token_port}/v1", api_key="s3cret")
+    assert len(client.models.list().data) == 1
+    wrong = openai.OpenAI(base_url=f"http://127.0.0.1:{token_port}/v1", api_key="nope",
+                          max_retries=0)  # fmt: skip
+    with pytest.raises(openai.AuthenticationError):
+        wrong.models.list()
+    anonymous = requests.post(f"http://127.0.0.1:{token_port}/sdapi/v1/txt2img", json={},
+                              timeout=30)  # fmt: skip
+    assert anonymous.status_code == 401

@@ -32,7 +32,8 @@ class BodyTooLarge(Exception):
 class Guard:
     """Pure-ASGI checks in front of everything: the bearer token and the body-size cap.
 
-    The token may come as `Authorization: Bearer T`, as `?token=T` (to open the page), or as the
+    The token may come as `Authorization: Bearer T` (or as the password of Basic credentials,
+    as AUTOMATIC1111's clients send it), as `?token=T` (to open the page), or as the
     cookie the page then gets, so what a browser loads without headers (<img>, EventSource,
     scripts) carries it too.
     """
@@ -97,7 +98,7 @@ class Guard:
         from http.cookies import SimpleCookie
         from urllib.parse import parse_qs
 
-        given = headers.get("authorization", "").removeprefix("Bearer ").strip()
+        given = bearer_or_basic(headers.get("authorization", ""))
         if not given:
             given = parse_qs(scope.get("query_string", b"").decode()).get("token", [""])[0]
         if not given:
@@ -159,3 +160,19 @@ def wrong_host_message(scope: dict, host: str) -> str:
     return (f"Host {host!r} is not this server's address: open it as http://localhost:{port}/ "
             "(a page reaching this server under another name may be a DNS-rebinding attack; "
             "serve with --token to allow other names)")  # fmt: skip
+
+
+def bearer_or_basic(header: str) -> str:
+    """The token in `Authorization`: `Bearer T` (OpenAI's clients send the API key so), or the
+    password of `Basic` credentials (AUTOMATIC1111's clients, e.g. webuiapi's username and
+    password; any user name)."""
+    import base64
+    import binascii
+
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(value.strip()).decode("utf-8").partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+    return value.strip() if scheme.lower() == "bearer" else header.strip()
