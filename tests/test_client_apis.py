@@ -143,7 +143,7 @@ def test_progress_shows_the_preview_and_interrupt_stops_the_job(api, port: int) 
     url = f"http://127.0.0.1:{port}/sdapi/v1"
     assert requests.get(f"{url}/progress", timeout=30).json()["state"]["job_count"] == 0
     answer: dict = {}
-    body = {"prompt": "slow", "steps": 500, "width": 16, "height": 16, "seed": 1}
+    body = {"prompt": "slow", "steps": 500, "width": 32, "height": 32, "seed": 1}
     worker = threading.Thread(
         target=lambda: answer.update(requests.post(f"{url}/txt2img", json=body, timeout=120).json())
     )
