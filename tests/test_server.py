@@ -744,3 +744,19 @@ def test_a_photo_over_the_side_limit_is_inpainted_at_the_model_size(client: Test
     assert "300x240" in r.json()["notices"][0]
     made = r.json()["result"]["images"][0]["recipe"]
     assert max(made["width"], made["height"]) == 16
+
+
+def test_reuse_reads_an_automatic1111_png(client: TestClient) -> None:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a red fox\nNegative prompt: blurry\nSteps: 7, Sampler: Euler a, "
+                  "CFG scale: 5.5, Seed: 99, Size: 16x16, Model: sd15")  # fmt: skip
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buf, format="PNG", pnginfo=info)
+    file_id = upload(client, buf.getvalue(), "fox.png")
+    recipe = client.get(f"/api/files/{file_id}/recipe").json()
+    assert (recipe["prompt"], recipe["negative_prompt"]) == ("a red fox", "blurry")
+    assert recipe["seed"] == 99
+    assert (recipe["steps"], recipe["cfg"], recipe["sampler"]) == (7, 5.5, "euler_a")
+    assert recipe["source"] == "AUTOMATIC1111"
