@@ -166,3 +166,41 @@ def test_rich_captions_need_openmoji(trained_vae, tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="--captions must be one of name, rich"):
         train_denoiser(vae, str(folder), tmp_path / "d", cfg(steps=1), preset_name="tiny",
                        captions="fancy")  # fmt: skip
+
+
+def test_a_pooled_token_denoiser_reads_the_sentence_vector() -> None:
+    from latentkit.config import DenoiserConfig
+    from latentkit.models.components import PromptEmbeds
+    from latentkit.models.denoiser import Denoiser
+
+    torch.manual_seed(0)
+    config = DenoiserConfig(layers=2, heads=2, head_dim=16, latent_size=4, pooled_token=True)
+    net = Denoiser(config).eval()
+    for p in net.parameters():  # PixArt zero-initialises its output: randomise it
+        if p.abs().sum() == 0:
+            p.data.normal_(0, 0.02)
+    x, t = torch.randn(2, 4, 4, 4), torch.tensor([0.3, 0.8])
+    tokens, mask = torch.randn(2, 5, 384), torch.ones(2, 5, dtype=torch.long)
+    pooled = torch.nn.functional.normalize(torch.randn(2, 384), dim=-1)
+    with torch.no_grad():
+        one = net(x, t, tokens, mask, pooled)
+        other = net(x, t, tokens, mask, pooled.flip(0))
+        bound = net.bind(PromptEmbeds(tokens, mask, pooled))(x, t)
+    assert not torch.allclose(one, other, atol=1e-6)  # the sentence vector changes the answer
+    assert torch.allclose(bound, one, atol=1e-5)  # the sampling path reads it the same way
+    with pytest.raises(ValueError, match="pooled"):
+        net(x, t, tokens, mask)
+
+
+def test_pooled_token_training_starts_from_a_model_without_it(trained_vae, tmp_path: Path) -> None:
+    from latentkit.pipeline import Pipeline
+
+    folder, vae = trained_vae
+    plain = train_denoiser(vae, str(folder), tmp_path / "plain", cfg(steps=4), preset_name="tiny")
+    path = train_denoiser(vae, str(folder), tmp_path / "pooled", cfg(steps=40), preset_name="tiny",
+                          init=plain, pooled_token=True)  # fmt: skip
+    losses = json.loads((path / "checkpoint" / "checkpoint.json").read_text())["losses"]
+    assert mean(losses[-10:]) < mean(losses[:5])
+    assert load_bundle(path).denoiser.config.pooled_token
+    assert not load_bundle(plain).denoiser.config.pooled_token  # older folders read as before
+    assert Pipeline.load(path, device="cpu").generate("a square", seed=0, steps=2).images

@@ -89,6 +89,9 @@ class DenoiserConfig:
     latent_channels: int = 4
     latent_size: int = 8
     text_dim: int = 384
+    # the sentence vector (MiniLM's pooled embedding, trained to match paraphrases) as one more
+    # text token before the word tokens; False for models trained before it existed
+    pooled_token: bool = False
 
     @property
     def width(self) -> int:

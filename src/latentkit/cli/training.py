@@ -85,6 +85,9 @@ def denoiser(
     init: Annotated[
         Path | None, typer.Option(help="Model folder whose denoiser (same preset) to start from.")
     ] = None,
+    pooled_token: Annotated[
+        bool, typer.Option(help="Also condition on the prompt's sentence vector (one more token).")
+    ] = False,
     seed: TrainSeedOpt = 0,
     checkpoint_every: EveryOpt = 500,
     resume: ResumeOpt = False,
@@ -98,7 +101,7 @@ def denoiser(
     )  # fmt: skip
     path = train_denoiser(
         codec, data, out, cfg, preset_name=preset, resume=resume, device=device,
-        caption_dropout=caption_dropout, captions=captions, init=init,
+        caption_dropout=caption_dropout, captions=captions, init=init, pooled_token=pooled_token,
     )  # fmt: skip
     typer.echo(f"wrote {path}")
 

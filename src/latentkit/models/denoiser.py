@@ -29,8 +29,12 @@ class Denoiser(nn.Module):
         self.patch_size = config.patch_size
         self.net = PixArtTransformer2DModel(**config.diffusers_kwargs())
 
-    def forward(self, x: Tensor, t: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
-        """x [B, C, h, w], t [B], tokens [B, L, D], mask [B, L] -> velocity [B, C, h, w]."""
+    def forward(
+        self, x: Tensor, t: Tensor, tokens: Tensor, mask: Tensor, pooled: Tensor | None = None
+    ) -> Tensor:
+        """x [B, C, h, w], t [B], tokens [B, L, D], mask [B, L], pooled [B, D] (read only by
+        a `pooled_token` model) -> velocity [B, C, h, w]."""
+        tokens, mask = self.text_states(tokens, mask, pooled)
         return self.net(
             x,
             encoder_hidden_states=tokens,
@@ -40,9 +44,21 @@ class Denoiser(nn.Module):
             return_dict=False,
         )[0]
 
+    def text_states(
+        self, tokens: Tensor, mask: Tensor, pooled: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """The tokens cross-attention reads: with `pooled_token`, the unit sentence vector
+        scaled to a token's size (MiniLM's layer-normed states have norm about sqrt(D)) first."""
+        if not self.config.pooled_token:
+            return tokens, mask
+        if pooled is None:
+            raise ValueError("this denoiser reads the pooled sentence vector; pass `pooled`")
+        first = (pooled * math.sqrt(pooled.shape[-1]))[:, None].to(tokens.dtype)
+        return torch.cat([first, tokens], 1), torch.cat([mask.new_ones(mask.shape[0], 1), mask], 1)
+
     def bind(self, cond: PromptEmbeds) -> BoundDenoiser:
         """This network with its text fixed for a whole sampling run (see BoundDenoiser)."""
-        return BoundDenoiser(self, cond.tokens, cond.mask)
+        return BoundDenoiser(self, *self.text_states(cond.tokens, cond.mask, cond.pooled))
 
 
 class BoundDenoiser:

@@ -126,9 +126,11 @@ def train_denoiser(
     caption_dropout: float = 0.1,
     captions: str = "name",
     init: Path | None = None,
+    pooled_token: bool = False,
 ) -> Path:
     """`captions="rich"` also trains on other phrasings of each OpenMoji caption; `init` starts
-    from another model's denoiser (same configuration) instead of from scratch."""
+    from another model's denoiser (same configuration) instead of from scratch;
+    `pooled_token` also conditions on the prompt's sentence vector (DenoiserConfig)."""
     dev = pick_device(device)
     base = load_bundle(codec_dir, kind="image")
     codec = base.codec.to(dev)
@@ -136,6 +138,7 @@ def train_denoiser(
         latent_channels=codec.config.latent_channels,
         latent_size=codec.config.latent_size,
         text_dim=base.text.dim,
+        pooled_token=pooled_token,
         **preset(DENOISER_PRESETS, preset_name, "denoiser"),
     )
     images = training_images(data, codec.config.image_size)
@@ -238,11 +241,13 @@ def training_phrasings(data: str, images, style: str) -> list[list[str]] | None:
 
 
 def initial_denoiser(init: Path, config: DenoiserConfig) -> Denoiser:
-    """The denoiser a run starts from; it must have exactly this run's configuration."""
+    """The denoiser a run starts from; it must have this run's configuration, except that a
+    model without the pooled token may start one with it (the same weights read one more
+    token)."""
     start = load_bundle(init).denoiser
     if start is None:
         raise InvalidArgument(f"--init {init} has no denoiser to start from")
-    if start.config != config:
+    if replace(start.config, pooled_token=config.pooled_token) != config:
         raise InvalidArgument(
             f"--init {init} has denoiser config {to_dict(start.config)}, "
             f"this run needs {to_dict(config)}"

@@ -75,7 +75,7 @@ class DistillTask:
         cond = self.embed(captions).to(self.device)
         x = self.student_rollout(noise, interval, cond)
         target = self.teacher_velocity(x, t0, t1, cond)
-        v = self.model(x, t0.float().to(self.device), cond.tokens, cond.mask)
+        v = self.model(x, t0.float().to(self.device), cond.tokens, cond.mask, cond.pooled)
         return F.mse_loss(v.float(), target)
 
     @torch.no_grad()
@@ -85,7 +85,7 @@ class DistillTask:
         for j in range(int(interval.max())):
             t, t_next = float(self.times[j]), float(self.times[j + 1])
             times = torch.full((len(x),), t, device=self.device)
-            v = self.model(x, times, cond.tokens, cond.mask).float()
+            v = self.model(x, times, cond.tokens, cond.mask, cond.pooled).float()
             moving = (interval > j).to(self.device).view(shape)
             x = torch.where(moving, x + (t_next - t) * v, x)
         return x
@@ -98,7 +98,9 @@ class DistillTask:
         shape = (-1,) + (1,) * (x.ndim - 1)
         start, t = x, t0.to(self.device)
         for _ in range(self.substeps):
-            v = self.teacher(torch.cat([x, x]), torch.cat([t, t]).float(), both.tokens, both.mask)
+            v = self.teacher(
+                torch.cat([x, x]), torch.cat([t, t]).float(), both.tokens, both.mask, both.pooled
+            )
             v_cond, v_uncond = v.float().chunk(2)
             x = x + h.view(shape).float() * cfg_combine(v_cond, v_uncond, self.guidance)
             t = t + h

@@ -141,5 +141,6 @@ class DenoiserTask:
         x0, noise, t = (v[part].to(self.device) for v in (x0, noise, t))
         cond = self.embed(captions[part])
         tokens, mask = cond.tokens.to(self.device), cond.mask.to(self.device)
-        v = self.denoiser(interpolate(x0, noise, t), t, tokens, mask)
+        pooled = cond.pooled.to(self.device)
+        v = self.denoiser(interpolate(x0, noise, t), t, tokens, mask, pooled)
         return flow_matching_loss(v.float(), x0, noise)
