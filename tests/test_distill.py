@@ -64,6 +64,14 @@ def test_bad_distill_settings_are_refused(tiny_model_dir: Path, tmp_path: Path) 
         distill_denoiser(tiny_model_dir, "x", tmp_path / "s", TrainConfig(steps=1), steps=0)
 
 
+def test_rich_captions_need_openmoji(tiny_model_dir: Path, image_folder: Path, tmp_path: Path):
+    from latentkit.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="--captions rich needs --data openmoji"):
+        distill_denoiser(tiny_model_dir, str(image_folder), tmp_path / "s", TrainConfig(steps=1),
+                         captions="rich")  # fmt: skip
+
+
 def test_the_distill_command_writes_a_student_folder(
     tiny_model_dir: Path, image_folder: Path, tmp_path: Path
 ) -> None:

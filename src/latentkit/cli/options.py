@@ -111,6 +111,9 @@ BatchOpt = Annotated[int, typer.Option(help="Batch size.")]
 ClipBatchOpt = Annotated[int, typer.Option(help="Clips per step.")]
 LrOpt = Annotated[float, typer.Option(help="Learning rate.")]
 EmaOpt = Annotated[float, typer.Option(help="EMA decay.")]
+CaptionsOpt = Annotated[
+    str, typer.Option(help="name: each emoji's name; rich: also keywords and aliases (OpenMoji).")
+]
 CaptionDropoutOpt = Annotated[float, typer.Option(help="Share of empty captions.")]
 TrainSeedOpt = Annotated[int, typer.Option(help="Seed for init and every random draw.")]
 EveryOpt = Annotated[int, typer.Option(help="Checkpoint every N steps.")]

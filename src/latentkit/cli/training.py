@@ -14,6 +14,7 @@ from latentkit.cli import common
 from latentkit.cli.options import (
     BatchOpt,
     CaptionDropoutOpt,
+    CaptionsOpt,
     ClipBatchOpt,
     ClipsOpt,
     DataOpt,
@@ -78,10 +79,7 @@ def denoiser(
     lr: LrOpt = 5e-4,
     ema: EmaOpt = 0.999,
     caption_dropout: CaptionDropoutOpt = 0.1,
-    captions: Annotated[
-        str,
-        typer.Option(help="name: each emoji's name; rich: also keywords and aliases (OpenMoji)."),
-    ] = "name",
+    captions: CaptionsOpt = "name",
     init: Annotated[
         Path | None, typer.Option(help="Model folder whose denoiser (same preset) to start from.")
     ] = None,
@@ -119,6 +117,7 @@ def distill(
     teacher_cfg: Annotated[
         float | None, typer.Option(help="Guidance baked into the student (default: the model's).")
     ] = None,
+    captions: CaptionsOpt = "name",
     steps: TrainStepsOpt = 1500,
     minutes: MinutesOpt = None,
     batch: BatchOpt = 32,
@@ -139,7 +138,7 @@ def distill(
     )  # fmt: skip
     path = distill_denoiser(
         model if model is not None else shipped_model(), data, out, cfg, steps=student_steps,
-        substeps=substeps, guidance=teacher_cfg, resume=resume, device=device,
+        substeps=substeps, guidance=teacher_cfg, resume=resume, device=device, captions=captions,
     )  # fmt: skip
     typer.echo(f"wrote {path}")
 

@@ -36,6 +36,7 @@ from latentkit.train.commands import (
     initial_provenance,
     pick_device,
     train_and_write_denoiser,
+    training_phrasings,
 )
 from latentkit.train.loop import TrainConfig
 from latentkit.train.tasks import LatentSource
@@ -118,9 +119,11 @@ def distill_denoiser(
     guidance: float | None = None,
     resume: bool = False,
     device: str | None = None,
+    captions: str = "name",
 ) -> Path:
     """Train and write a `steps`-step student of the latentkit image model in `model_dir`; its
-    folder samples with `steps` Euler steps at cfg 1 by default."""
+    folder samples with `steps` Euler steps at cfg 1 by default. `captions="rich"` also draws
+    the other phrasings of OpenMoji captions, as the teacher may have been trained on."""
     check_positive_int("steps", steps)
     check_positive_int("substeps", substeps)
     dev = pick_device(device)
@@ -139,13 +142,17 @@ def distill_denoiser(
     )
     encoder = load_text_encoder(teacher_bundle.text)
     encoder.reserve(len(images) + 2)
-    source = MemoryLatents(latents, images.captions)
+    phrasings = training_phrasings(data, images, captions)
+    if phrasings is not None:
+        encoder.reserve(len(images) + sum(map(len, phrasings)) + 2)
+    source = MemoryLatents(latents, images.captions, phrasings)
     times = flow_timesteps(steps, shift)
     student = copy.deepcopy(teacher).train()
     task = DistillTask(student, teacher, source, encoder.encode, dev, times, substeps, scale, 0.1)
     student_sampling = {**sampling, "steps": steps, "cfg": 1.0, "sampler": "euler"}
     extra: dict[str, Any] = {"teacher": initial_provenance(model_dir), "student_steps": steps,
-                             "teacher_substeps": substeps, "teacher_cfg": scale}  # fmt: skip
+                             "teacher_substeps": substeps, "teacher_cfg": scale,
+                             "captions": captions}  # fmt: skip
     config = teacher.config
     return train_and_write_denoiser(
         task, cfg, out, dev, resume=resume, kind="distill", data=data, n_items=len(images),
