@@ -185,26 +185,27 @@ def linked_node(graph: dict[str, Any], link: Any) -> dict[str, Any] | None:
 def linked_text(graph: dict[str, Any], link: Any, source: str) -> str:
     """The text of the encode node behind a conditioning input; conditioning nodes with one
     conditioning input (e.g. ConditioningSetArea) are followed through."""
-    node = linked_node(graph, link)
-    for _ in range(8):
-        if node is None:
-            return ""
-        inputs = node.get("inputs", {})
-        for key in ("text", "text_g", "t5xxl", "clip_l"):
-            if isinstance(inputs.get(key), str):
-                return str(inputs[key])
-        node = linked_node(graph, inputs.get("conditioning"))
-    raise InvalidArgument(f"{source}: the ComfyUI prompt text could not be followed")
+    found = follow(graph, link, ("text", "text_g", "t5xxl", "clip_l"), "conditioning")
+    if found is ...:
+        raise InvalidArgument(f"{source}: the ComfyUI prompt text could not be followed")
+    return found or ""
 
 
 def checkpoint_name(graph: dict[str, Any], link: Any) -> str | None:
+    found = follow(graph, link, ("ckpt_name", "unet_name"), "model")
+    return None if found is ... else found
+
+
+def follow(graph: dict[str, Any], link: Any, keys: tuple[str, ...], via: str) -> Any:
+    """The first text input named in `keys` along the chain of `via` links (at most 8 nodes):
+    None where the chain ends without one, ... where it runs on past 8."""
     node = linked_node(graph, link)
     for _ in range(8):
         if node is None:
             return None
         inputs = node.get("inputs", {})
-        for key in ("ckpt_name", "unet_name"):
+        for key in keys:
             if isinstance(inputs.get(key), str):
                 return str(inputs[key])
-        node = linked_node(graph, inputs.get("model"))
-    return None
+        node = linked_node(graph, inputs.get(via))
+    return ...

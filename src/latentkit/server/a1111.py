@@ -22,7 +22,6 @@ from latentkit.infotext import a1111_parameters
 from latentkit.pipeline import SamplingOptions
 from latentkit.server.a1111_images import filled, mask_for, sized
 from latentkit.server.interop import (
-    checked_recipe,
     decode_image,
     png_base64,
     run_and_wait,
@@ -74,7 +73,7 @@ class Img2Img(Txt2Img):
     include_init_images: bool = False
 
 
-def check_supported(body: Txt2Img, st: Any) -> None:
+def check_supported(body: Txt2Img) -> None:
     for name, what in UNSUPPORTED.items():
         if getattr(body, name):
             raise InvalidArgument(f"{name}: {what} is not something latentkit does; turn it off")
@@ -142,9 +141,11 @@ def answer(st: Any, body: Txt2Img, job: Job) -> dict[str, Any]:
 
 @router.post("/txt2img")
 async def txt2img(body: Txt2Img, st: StudioDep) -> dict[str, Any]:
-    check_supported(body, st)
+    check_supported(body)
     st = await st.for_model(body.override_settings.get("sd_model_checkpoint"))
-    recipe = checked_recipe(st, body.prompt, recipe_args(body), body.width, body.height)
+    recipe = st.check_recipe_args(
+        body.prompt, recipe_args(body), width=body.width, height=body.height
+    )
 
     def run(job: Job) -> dict[str, Any]:
         return st.save_generation(st.pipe.run(recipe, job.progress_callback(st.preview_every)))
@@ -159,11 +160,11 @@ async def img2img(body: Img2Img, st: StudioDep) -> dict[str, Any]:
     from latentkit.ops import img2img as edit
     from latentkit.ops import inpaint
 
-    check_supported(body, st)
+    check_supported(body)
     st = await st.for_model(body.override_settings.get("sd_model_checkpoint"))
     image = sized(decode_image(body.init_images[0], "init_images", st.max_upload_bytes), body)
     args = recipe_args(body)
-    checked_recipe(st, body.prompt, args, *image.size)
+    st.check_recipe_args(body.prompt, args, width=image.width, height=image.height)
     mask = mask_for(body, image, st.max_upload_bytes)
     if mask is not None and mask.getbbox() is None:
         raise InvalidArgument("mask is all black: nothing to inpaint")

@@ -43,19 +43,6 @@ def open_image(raw: bytes, field: str) -> Image.Image:
     return image
 
 
-def checked_recipe(
-    st: Any, prompt: str, args: dict[str, Any], width: int | None, height: int | None
-) -> Any:
-    """The validated recipe of a request, refused before queueing if a side is over the limit
-    or not one the model takes, or the work is over the server's budget."""
-    st.check_side("width", width)
-    st.check_side("height", height)
-    recipe = st.pipe.recipe(prompt, width=width, height=height, **args)
-    st.pipe.latent_shape(recipe.height, recipe.width)
-    st.check_work(recipe.width, recipe.height, recipe.steps, recipe.n)
-    return recipe
-
-
 def png_base64(image_bytes: bytes) -> str:
     return base64.b64encode(image_bytes).decode("ascii")
 

@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from latentkit.errors import InvalidArgument, LatentkitError
 from latentkit.pipeline import SamplingOptions
+from latentkit.server.errors import ApiError, outputs_root, to_api_error
 from latentkit.server.interop import (
-    checked_recipe,
     open_image,
     png_base64,
     run_and_wait,
@@ -30,7 +30,6 @@ from latentkit.server.interop import (
 )
 from latentkit.server.jobs import Job
 from latentkit.server.state import StudioDep
-from latentkit.server.storage import NotFound
 
 
 class OpenAIErrors(APIRoute):
@@ -49,12 +48,9 @@ class OpenAIErrors(APIRoute):
                 return openai_error(422, f"{param}: {first['msg']}", param or None)
             except HTTPException as e:
                 return openai_error(e.status_code, str(e.detail), None)
-            except LatentkitError as e:
-                return openai_error(404 if isinstance(e, NotFound) else 400, str(e), None)
-            except Exception as e:  # the studio's own checks raise ApiError, with its status
-                if not isinstance(getattr(e, "status", None), int):
-                    raise
-                return openai_error(e.status, str(e), getattr(e, "field", None))  # type: ignore[attr-defined]
+            except (LatentkitError, ApiError) as e:  # the studio's mapping, paths kept out
+                err = to_api_error(e, outputs_root(request))
+                return openai_error(err.status, err.message, err.field)
 
         return route
 
@@ -106,7 +102,9 @@ def images_answer(request: Request, st: Any, job: Job, response_format: str) -> 
 async def generations(body: Generations, request: Request, st: StudioDep) -> dict[str, Any]:
     st = await st.for_model(body.model)
     width, height = parse_size(body.size)
-    recipe = checked_recipe(st, body.prompt, SamplingOptions(n=body.n).args(), width, height)
+    recipe = st.check_recipe_args(
+        body.prompt, SamplingOptions(n=body.n).args(), width=width, height=height
+    )
 
     def run(job: Job) -> dict[str, Any]:
         return st.save_generation(st.pipe.run(recipe, job.progress_callback(st.preview_every)))
@@ -162,7 +160,9 @@ async def edits(
     if width is not None and height is not None:
         picture = picture.resize((width, height), Image.Resampling.LANCZOS)
         where = where.resize((width, height), Image.Resampling.NEAREST)
-    checked_recipe(st, prompt, SamplingOptions(seed=0, n=n).args(), *picture.size)
+    st.check_recipe_args(
+        prompt, SamplingOptions(seed=0, n=n).args(), width=picture.width, height=picture.height
+    )
 
     def run(job: Job) -> dict[str, Any]:
         callback = job.progress_callback(st.preview_every)

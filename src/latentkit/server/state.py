@@ -141,9 +141,15 @@ class Studio:
     def check_recipe(self, body: s.RecipeFields, **size: int | None) -> Recipe:
         """The recipe the request makes (steps, cfg, seed + n, sampler, sizes), validated; ops
         that size it from their input image build their own, and this one checks the rest."""
+        return self.check_recipe_args(body.prompt, body.recipe_args(), **size)
+
+    def check_recipe_args(self, prompt: str, args: dict[str, Any], **size: int | None) -> Recipe:
+        """The same from a prompt and `Pipeline.recipe`'s arguments (the other tools' APIs),
+        refused before queueing if a side is over the limit or not one the model takes, or
+        the work is over the budget."""
         for name, value in size.items():
             self.check_side(name, value)
-        recipe = self.pipe.recipe(body.prompt, **body.recipe_args(), **size)
+        recipe = self.pipe.recipe(prompt, **args, **size)
         self.pipe.latent_shape(recipe.height, recipe.width)
         self.check_work(recipe.width, recipe.height, recipe.steps, recipe.n)
         return recipe
