@@ -38,6 +38,7 @@ from latentkit.eval.metrics import (
 )
 from latentkit.eval.paraphrases import PARAPHRASES
 from latentkit.eval.train_evalnet import EvalNetTask, augment, clip_loss
+from tests.conftest import tiny_codec
 
 TINY = EvalNetConfig(image_size=16, widths=(8, 16), embed_dim=16)
 
@@ -240,3 +241,31 @@ def test_roundtrip_own_emoji_is_one_for_a_lossless_codec_and_low_for_a_blind_one
     assert roundtrip_own_emoji(lossless, net, prompt_set, reference) == 1.0
     blind = SimpleNamespace(encode=lambda x: x, decode=lambda z: torch.zeros_like(z))
     assert roundtrip_own_emoji(blind, net, prompt_set, reference) <= 1 / 8
+
+
+def test_codec_only_folder_is_scored_on_round_trips_against_pca(tmp_path) -> None:
+    from latentkit.config import TextConfig
+    from latentkit.eval.evaluate import EvalSettings, evaluate
+    from latentkit.families.bundle import Bundle, save_bundle
+    from latentkit.pipeline import Pipeline
+
+    bundle = Bundle(codec=tiny_codec(), text=TextConfig(max_tokens=16), name="codec")
+    pipe = Pipeline.load(save_bundle(bundle, tmp_path / "codec"), device="cpu")
+    torch.manual_seed(0)
+    net = EvalNetwork(TINY).eval()
+    captions = sorted({c for _, c in PARAPHRASES})
+    images = ImageSet(random_images(len(captions)), captions, [str(i) for i in captions])
+    reference = Reference(
+        images, np.arange(len(captions)) % 3 == 0, net.image_features(images.images)
+    )
+    report = evaluate(pipe, net, EvalSettings(), reference, log=lambda m: None)
+    assert "generation" not in report and set(report["roundtrip"]) == {
+        "test variants", "training captions"
+    }  # fmt: skip
+    for row in report["roundtrip"].values():
+        assert 0 <= row["vae"] <= 1 and 0 <= row["pca"] <= 1 and row["images"] > 0
+    # PCA with at least as many components as training images reproduces training targets.
+    assert np.prod(pipe.latent_shape(16, 16)) >= (~reference.is_test).sum()
+    assert report["roundtrip"]["training captions"]["pca"] == 1.0
+    table = markdown_report(report)
+    assert "| PCA own emoji |" in table and "| prompts |" not in table

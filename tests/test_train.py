@@ -204,3 +204,22 @@ def test_pooled_token_training_starts_from_a_model_without_it(trained_vae, tmp_p
     assert load_bundle(path).denoiser.config.pooled_token
     assert not load_bundle(plain).denoiser.config.pooled_token  # older folders read as before
     assert Pipeline.load(path, device="cpu").generate("a square", seed=0, steps=2).images
+
+
+def test_init_from_a_codec_with_other_latent_channels_keeps_the_transformer_body(
+    tiny_model_dir: Path,
+) -> None:
+    from dataclasses import replace
+
+    from latentkit.train.commands import LATENT_IO, initial_denoiser
+
+    start = load_bundle(tiny_model_dir).denoiser.state_dict()
+    config = replace(load_bundle(tiny_model_dir).denoiser.config, latent_channels=8)
+    net = initial_denoiser(tiny_model_dir, config).state_dict()
+    assert net["net.proj_out.weight"].shape[0] == 8
+    assert net["net.pos_embed.proj.weight"].shape[1] == 8
+    body = [k for k in start if k not in LATENT_IO]
+    assert len(body) == len(start) - 3
+    assert all(torch.equal(net[k], start[k]) for k in body)
+    with pytest.raises(InvalidArgument, match="has denoiser config"):
+        initial_denoiser(tiny_model_dir, replace(config, layers=3))

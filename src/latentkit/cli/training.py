@@ -81,7 +81,11 @@ def denoiser(
     caption_dropout: CaptionDropoutOpt = 0.1,
     captions: CaptionsOpt = "name",
     init: Annotated[
-        Path | None, typer.Option(help="Model folder whose denoiser (same preset) to start from.")
+        Path | None,
+        typer.Option(
+            help="Model folder whose denoiser (same preset) to start from; "
+            "on a codec with other latent channels only its transformer body is kept."
+        ),
     ] = None,
     pooled_token: Annotated[
         bool, typer.Option(help="Also condition on the prompt's sentence vector (one more token).")

@@ -148,7 +148,7 @@ def train_denoiser(
     encoder = load_text_encoder(base.text)
     denoiser = seeded(cfg.seed, Denoiser, config)
     if init is not None:
-        denoiser.load_state_dict(initial_denoiser(init, config).state_dict())
+        denoiser.load_state_dict(initial_denoiser(init, config, cfg.seed).state_dict())
     phrasings = training_phrasings(data, images, captions)
     source = MemoryLatents(latents, images.captions, phrasings)
     if phrasings is not None:
@@ -240,19 +240,31 @@ def training_phrasings(data: str, images, style: str) -> list[list[str]] | None:
     ]
 
 
-def initial_denoiser(init: Path, config: DenoiserConfig) -> Denoiser:
-    """The denoiser a run starts from; it must have this run's configuration, except that a
-    model without the pooled token may start one with it (the same weights read one more
-    token)."""
+# The denoiser's tensors whose shapes follow the codec's latent channels.
+LATENT_IO = ("net.pos_embed.proj.weight", "net.proj_out.weight", "net.proj_out.bias")
+
+
+def initial_denoiser(init: Path, config: DenoiserConfig, seed: int = 0) -> Denoiser:
+    """The denoiser a run starts from. It must have this run's configuration, with two
+    exceptions: a model without the pooled token may start one with it (the same weights read
+    one more token), and a model on a codec with other latent channels lends its transformer
+    body to a new codec's run (a 64 px model starting from a 32 px one); only the layers that
+    read and write latents (`LATENT_IO`) then start fresh."""
     start = load_bundle(init).denoiser
     if start is None:
         raise InvalidArgument(f"--init {init} has no denoiser to start from")
-    if replace(start.config, pooled_token=config.pooled_token) != config:
+    lenient = dict(pooled_token=config.pooled_token, latent_channels=config.latent_channels)
+    if replace(start.config, **lenient) != config:
         raise InvalidArgument(
             f"--init {init} has denoiser config {to_dict(start.config)}, "
             f"this run needs {to_dict(config)}"
         )
-    return start
+    if start.config.latent_channels == config.latent_channels:
+        return start
+    fresh = seeded(seed, Denoiser, config)
+    body = {k: v for k, v in start.state_dict().items() if k not in LATENT_IO}
+    fresh.load_state_dict({**fresh.state_dict(), **body})
+    return fresh
 
 
 def initial_provenance(init: Path) -> dict:
