@@ -269,3 +269,12 @@ def test_codec_only_folder_is_scored_on_round_trips_against_pca(tmp_path) -> Non
     assert report["roundtrip"]["training captions"]["pca"] == 1.0
     table = markdown_report(report)
     assert "| PCA own emoji |" in table and "| prompts |" not in table
+
+
+def test_nearest_rate_counts_a_pixel_equal_twin_as_the_target() -> None:
+    features = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    pool = torch.cat([features, features[2:3]])  # item 6 is item 2 drawn again (a shared flag)
+    assert nearest_rate(pool, pool, np.arange(7)) == 1.0  # both twins find "themselves"
+    assert nearest_rate(features, pool, np.roll(np.arange(6), 1)) == 0.0
+    near = torch.nn.functional.normalize(features[2] + 0.01 * torch.randn(8), dim=-1)
+    assert nearest_rate(near[None], pool, [6]) == 1.0 and nearest_rate(near[None], pool, [2]) == 1.0
