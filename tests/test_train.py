@@ -223,3 +223,17 @@ def test_init_from_a_codec_with_other_latent_channels_keeps_the_transformer_body
     assert all(torch.equal(net[k], start[k]) for k in body)
     with pytest.raises(InvalidArgument, match="has denoiser config"):
         initial_denoiser(tiny_model_dir, replace(config, layers=3))
+
+
+def test_vae_init_continues_from_committed_weights(trained_vae, tmp_path: Path) -> None:
+    folder, vae = trained_vae
+    # lr 1e-12 leaves the weights where they start: equal to `vae`, not to a fresh init.
+    same = train_vae(str(folder), tmp_path / "b", cfg(steps=1, lr=1e-12, ema_decay=0.0),
+                     init=vae, **TINY)  # fmt: skip
+    a, b = load_bundle(vae).codec.state_dict(), load_bundle(same).codec.state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a if "latent" not in k) < 1e-6
+    info = load_bundle(same).training["codec"]["init"]
+    assert info["training"]["steps"] == 20 and len(info["sha256"]) == 64
+    with pytest.raises(InvalidArgument, match=r"--init .* has codec config"):
+        train_vae(str(folder), tmp_path / "c", cfg(steps=1), init=vae,
+                  **{**TINY, "latent_channels": 8})  # fmt: skip

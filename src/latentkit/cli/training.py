@@ -55,6 +55,12 @@ def vae(
     checkpoint_every: EveryOpt = 500,
     resume: ResumeOpt = False,
     device: DeviceOpt = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="Model folder whose VAE (same size, factor, channels, preset) to start from."
+        ),
+    ] = None,
 ) -> None:
     """Train the autoencoder; writes a codec-only model folder with its latent statistics."""
     cfg = common.train_config(
@@ -63,7 +69,7 @@ def vae(
     )  # fmt: skip
     path = train_vae(
         data, out, cfg, size=size, factor=factor, latent_channels=latent_channels,
-        preset_name=preset, resume=resume, device=device,
+        preset_name=preset, resume=resume, device=device, init=init,
     )  # fmt: skip
     typer.echo(f"wrote {path}")
 

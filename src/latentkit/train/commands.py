@@ -92,24 +92,30 @@ def train_vae(
     preset_name: str = "small",
     resume: bool = False,
     device: str | None = None,
+    init: Path | None = None,
 ) -> Path:
+    """`init` starts from another folder's VAE of the same configuration: a codec trained in
+    stages continues from the last committed weights, which carry no optimizer state."""
     dev = pick_device(device)
     kwargs = preset(CODEC_PRESETS, preset_name, "codec")
     kwargs["channels"] = codec_channels_for(factor, kwargs["channels"])
     config = CodecConfig(factor=factor, latent_channels=latent_channels, image_size=size, **kwargs)
     images = training_images(data, size)
     codec = seeded(cfg.seed, Codec.from_config, config)
+    if init is not None:
+        codec.load_state_dict(initial_codec(init, config).state_dict())
     result = train(VAETask(codec, images, dev), cfg, out, resume=resume, device=dev, desc="vae")
     if not processes().is_main:
         return out
     codec.vae.load_state_dict(result.ema.state_dict())
     codec = codec.to(dev).eval()
+    extra = {} if init is None else {"init": initial_provenance(init, "codec")}
     fit_codec_statistics(codec, images, dev)
     bundle = Bundle(
         codec=codec.cpu(),
         text=TextConfig(),
         name=out.name,
-        training={"codec": provenance("vae", data, len(images), cfg, result, dev)},
+        training={"codec": {**provenance("vae", data, len(images), cfg, result, dev), **extra}},
     )
     return save_bundle(bundle, out)
 
@@ -156,7 +162,7 @@ def train_denoiser(
     task = DenoiserTask(denoiser, denoiser, source, encoder.encode, dev, caption_dropout)
     extra: dict[str, Any] = {"caption_dropout": caption_dropout, "captions": captions}
     if init is not None:
-        extra["init"] = initial_provenance(init)
+        extra["init"] = initial_provenance(init, "denoiser")
     extra["denoiser_config"] = to_dict(config)
     return train_and_write_denoiser(
         task, cfg, out, dev, resume=resume, kind="denoiser", data=data, n_items=len(images),
@@ -267,11 +273,22 @@ def initial_denoiser(init: Path, config: DenoiserConfig, seed: int = 0) -> Denoi
     return fresh
 
 
-def initial_provenance(init: Path) -> dict:
+def initial_codec(init: Path, config: CodecConfig) -> Codec:
+    """The VAE a run starts from; it must have this run's configuration exactly."""
+    start = load_bundle(init).codec
+    if to_dict(start.config) != to_dict(config):
+        raise InvalidArgument(
+            f"--init {init} has codec config {to_dict(start.config)}, "
+            f"this run needs {to_dict(config)}"
+        )
+    return start
+
+
+def initial_provenance(init: Path, part: str) -> dict:
     """What the starting model was trained with, so the chain of commands stays on record."""
     manifest = read_manifest(init)
-    return {"model": manifest.get("name"), "sha256": manifest["denoiser"]["sha256"],
-            "training": manifest.get("training", {}).get("denoiser")}  # fmt: skip
+    return {"model": manifest.get("name"), "sha256": manifest[part]["sha256"],
+            "training": manifest.get("training", {}).get(part)}  # fmt: skip
 
 
 def cached_latents(

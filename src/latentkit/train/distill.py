@@ -150,7 +150,8 @@ def distill_denoiser(
     student = copy.deepcopy(teacher).train()
     task = DistillTask(student, teacher, source, encoder.encode, dev, times, substeps, scale, 0.1)
     student_sampling = {**sampling, "steps": steps, "cfg": 1.0, "sampler": "euler"}
-    extra: dict[str, Any] = {"teacher": initial_provenance(model_dir), "student_steps": steps,
+    teacher_info = initial_provenance(model_dir, "denoiser")
+    extra: dict[str, Any] = {"teacher": teacher_info, "student_steps": steps,
                              "teacher_substeps": substeps, "teacher_cfg": scale,
                              "captions": captions}  # fmt: skip
     config = teacher.config
