@@ -84,3 +84,76 @@ def test_the_distill_command_writes_a_student_folder(
     bundle = load_bundle(out)
     assert bundle.sampling["steps"] == 4 and bundle.sampling["cfg"] == 1.0
     assert bundle.training["denoiser"]["steps"] == 3
+
+
+@pytest.fixture(scope="module")
+def teacher_with_student(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A copy of the tiny model with a (briefly) distilled student attached, and the student's
+    own `latentkit distill` folder."""
+    import shutil
+
+    from latentkit.families.bundle import attach_student
+    from tests.conftest import make_image_folder
+
+    root = tmp_path_factory.mktemp("fast")
+    cfg = TrainConfig(steps=3, batch_size=4, lr=1e-3, warmup=1, checkpoint_every=3)
+    student = distill_denoiser(tiny_model_dir, str(make_image_folder(root)), root / "student",
+                               cfg, steps=4, substeps=2, guidance=4.0)  # fmt: skip
+    teacher = shutil.copytree(tiny_model_dir, root / "teacher")
+    return attach_student(teacher, student), student
+
+
+def test_fast_samples_with_the_attached_student(teacher_with_student, tiny_model_dir: Path):
+    teacher, student = teacher_with_student
+    fast = Pipeline.load(teacher, device="cpu", fast=True)
+    assert (fast.defaults.steps, fast.defaults.cfg) == (4, 1.0)
+    same = Pipeline.load(student, device="cpu").generate("a square", seed=2).latents
+    assert torch.equal(fast.generate("a square", seed=2).latents, same)
+    plain = Pipeline.load(teacher, device="cpu")
+    original = Pipeline.load(tiny_model_dir, device="cpu")
+    assert plain.defaults.cfg == original.defaults.cfg != 1.0  # the teacher is untouched
+    assert torch.equal(plain.generate("a square", seed=2).latents,
+                       original.generate("a square", seed=2).latents)  # fmt: skip
+    assert fast.model_id != plain.model_id == original.model_id
+    assert "student" in dict(plain.components.description)
+
+
+def test_a_saved_copy_keeps_the_student(teacher_with_student, tmp_path: Path) -> None:
+    from latentkit.families.bundle import save_bundle
+
+    teacher, _ = teacher_with_student
+    copy_dir = save_bundle(load_bundle(teacher), tmp_path / "fp16", dtype=torch.float16)
+    a = load_bundle(teacher).student.state_dict()
+    b = load_bundle(copy_dir).student.state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-2  # fp16 rounding only
+    assert load_bundle(copy_dir).student_info["sampling"]["steps"] == 4
+
+
+def test_fast_without_a_student_or_a_foreign_student_is_refused(
+    teacher_with_student, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from latentkit.errors import InvalidArgument
+    from latentkit.families.bundle import attach_student, save_bundle
+
+    with pytest.raises(InvalidArgument, match="no distilled student for --fast"):
+        Pipeline.load(tiny_model_dir, device="cpu", fast=True)
+    _, student = teacher_with_student
+    other = load_bundle(student)
+    other.codec.vae.decoder.conv_out.bias.data += 0.1
+    foreign = save_bundle(other, tmp_path / "foreign")
+    with pytest.raises(InvalidArgument, match="distilled on another codec"):
+        attach_student(save_bundle(load_bundle(tiny_model_dir), tmp_path / "t"), foreign)
+
+
+def test_generate_fast_and_distill_attach_on_the_command_line(
+    teacher_with_student, tmp_path: Path, capsys
+) -> None:
+    from latentkit.cli import main
+
+    teacher, _ = teacher_with_student
+    out = tmp_path / "fast.png"
+    assert main(["generate", "a square", "--model", str(teacher), "--fast", "--seed", "1",
+                 "--out", str(out), "--device", "cpu"]) == 0  # fmt: skip
+    assert out.is_file()
+    assert main(["distill", "--out", str(tmp_path / "s"), "--attach"]) == 2
+    assert "--attach writes the student into --model" in capsys.readouterr().err

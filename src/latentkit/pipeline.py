@@ -209,13 +209,16 @@ class Pipeline:
         offload: bool = False,
         vae: str | Path | None = None,
         base: str | Path | None = None,
+        fast: bool = False,
     ) -> Pipeline:
         """Any model latentkit knows: our folders (image or video), diffusers folders and single
         files of the supported families. No path: the shipped model of `kind` ("image" or
         "video"). `offload` keeps the weights in CPU memory and moves each part to the GPU
         while it runs, for models larger than the GPU's memory; `vae` swaps in a standalone VAE
         file (e.g. the fixed fp16 SDXL VAE); `base` is a diffusers folder giving a single file
-        the parts it lacks (an SD3.5 file's text encoders and VAE, SD3's T5 tokenizer)."""
+        the parts it lacks (an SD3.5 file's text encoders and VAE, SD3's T5 tokenizer); `fast`
+        samples with the few-step student distilled into a latentkit model (`latentkit distill
+        --attach`), at its own defaults."""
         device = torch.device(device) if device is not None else default_device()
         if offload and device.type != "cuda":
             raise InvalidArgument(
@@ -225,7 +228,7 @@ class Pipeline:
         where = torch.device("cpu") if offload else device
         dtype = dtype or default_dtype(device)
         parts = load_components(path, kind=kind, prediction=prediction, device=where, dtype=dtype,
-                                base=base)  # fmt: skip
+                                base=base, fast=fast)  # fmt: skip
         if vae is not None:
             from latentkit.families.component_files import load_vae_file
 

@@ -33,10 +33,11 @@ def load_pipeline(
     kind: str = "image",
     vae: Path | None = None,
     base: Path | None = None,
+    fast: bool = False,
 ) -> Pipeline:
     """The model's pipeline; another family's model says on stderr what it was taken for."""
     pipe = Pipeline.load(model, device=device, prediction=prediction, kind=kind, offload=offload,
-                         vae=vae, base=base)  # fmt: skip
+                         vae=vae, base=base, fast=fast)  # fmt: skip
     if pipe.is_video != (kind == "video"):
         found = "a video" if pipe.is_video else "an image"
         other = "latentkit video" if pipe.is_video else "an image command such as generate"

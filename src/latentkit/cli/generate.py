@@ -14,6 +14,7 @@ from latentkit.cli.options import (
     BaseOpt,
     CfgOpt,
     DeviceOpt,
+    FastOpt,
     GenerateCfgOpt,
     GuidanceOpt,
     InputImageArg,
@@ -74,10 +75,11 @@ def generate(
     device: DeviceOpt = None,
     guidance: GuidanceOpt = None,
     true_cfg: TrueCfgOpt = False,
+    fast: FastOpt = False,
 ) -> None:
     """Generate images from a text prompt."""
     out = common.image_out(out)
-    pipe = common.load_pipeline(model, device, prediction, offload, vae=vae, base=base)
+    pipe = common.load_pipeline(model, device, prediction, offload, vae=vae, base=base, fast=fast)
     common.add_adapters(pipe, lora, token_file)
     if noise is not None:
         options = {"steps": steps, "cfg": cfg, "sampler": sampler}

@@ -32,6 +32,13 @@ PredictionOpt = Annotated[
         "config)."
     ),
 ]
+FastOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Sample with the model's distilled few-step student (`latentkit distill --attach`) "
+        "at its own steps and cfg."
+    ),
+]
 OffloadOpt = Annotated[
     bool,
     typer.Option(help="Keep weights in CPU memory, each part on the GPU only while it runs."),

@@ -32,7 +32,7 @@ from latentkit.cli.options import (
     VideoDataOpt,
     VideoPresetOpt,
 )
-from latentkit.errors import check_finite
+from latentkit.errors import InvalidArgument, check_finite
 from latentkit.eval.train_evalnet import train_eval_network
 from latentkit.pipeline import default_device
 from latentkit.train.commands import train_denoiser, train_vae
@@ -137,11 +137,22 @@ def distill(
     checkpoint_every: EveryOpt = 100,
     resume: ResumeOpt = False,
     device: DeviceOpt = None,
+    attach: Annotated[
+        bool,
+        typer.Option(
+            help="Also store the student inside --model's folder, where `generate --fast` finds it."
+        ),
+    ] = False,
 ) -> None:
     """Distil a latentkit model into a few-step student that samples at cfg 1 (pass its folder as
     --model)."""
-    from latentkit.families.bundle import shipped_model
+    from latentkit.families.bundle import attach_student, shipped_model
 
+    if attach and model is None:
+        raise InvalidArgument(
+            "--attach writes the student into --model's folder; the shipped model lives inside "
+            "the installed package: copy it (`latentkit info` shows where) and pass --model COPY"
+        )
     cfg = common.train_config(
         steps=steps, minutes=minutes, batch_size=batch, lr=lr, seed=seed, ema_decay=ema,
         checkpoint_every=checkpoint_every, warmup=50,
@@ -151,6 +162,8 @@ def distill(
         substeps=substeps, guidance=teacher_cfg, resume=resume, device=device, captions=captions,
     )  # fmt: skip
     typer.echo(f"wrote {path}")
+    if attach:
+        typer.echo(f"attached the student to {attach_student(model, path)} (use generate --fast)")
 
 
 def evalnet(

@@ -32,11 +32,13 @@ def load_components(
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
     base: str | Path | None = None,
+    fast: bool = False,
 ) -> Components:
     """The components of the model at `path` (default: the shipped model of `kind`).
     `prediction` overrides the prediction type of epsilon/v families; `device` and `dtype` say
     where the weights will run, so they load in that dtype and a model that cannot fit there is
-    refused before loading. `base`: a diffusers folder giving a single file the parts it lacks."""
+    refused before loading. `base`: a diffusers folder giving a single file the parts it lacks.
+    `fast`: a latentkit model's distilled student instead of its denoiser."""
     from latentkit.families import bundle
 
     root = Path(path) if path is not None else bundle.shipped_model(kind)
@@ -49,7 +51,13 @@ def load_components(
                 f"{root} is a latentkit model, which predicts flow velocity: --prediction is for "
                 "Stable Diffusion models"
             )
-        return bundle.load_components(root)
+        return bundle.load_components(root, fast=fast)
+    if fast:
+        raise InvalidArgument(
+            f"--fast samples with the distilled student a latentkit model carries; {root} is not "
+            "a latentkit model: drop --fast and pass --steps (a distilled checkpoint such as "
+            "FLUX.1 schnell already samples in few steps)"
+        )
     if (root / "model_index.json").is_file():
         from latentkit.families import diffusers_folder
 

@@ -1,7 +1,8 @@
 """latentkit's own model folders, image and video: one format, one loader, one writer.
 
 A folder holds latentkit.json and one diffusers-style subfolder per component (`vae/`,
-`transformer/`, each with config.json and diffusion_pytorch_model.safetensors), so
+`transformer/`, each with config.json and diffusion_pytorch_model.safetensors; an image model
+may also carry `student/`, a few-step distilled transformer that `--fast` samples with), so
 `AutoencoderKL.from_pretrained(folder / "vae")` works on an image model and
 `AutoencoderKLLTXVideo.from_pretrained(folder / "vae")` on a video model. latentkit.json holds the
 architecture configs, the latent statistics and each file's sha256, and is written last, so an
@@ -15,7 +16,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from latentkit.config import (
     to_dict,
 )
 from latentkit.diffusion.schedules import FlowSchedule
-from latentkit.errors import LatentkitError, ModelFileError
+from latentkit.errors import InvalidArgument, LatentkitError, ModelFileError
 from latentkit.families.base import Components, Defaults
 from latentkit.files import atomic_save_tensors, atomic_write_bytes, sha256_of
 
@@ -42,6 +43,7 @@ MANIFEST = "latentkit.json"
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 CODEC_DIR = "vae"
 DENOISER_DIR = "transformer"
+STUDENT_DIR = "student"
 WEIGHTS_ROOT = Path(__file__).resolve().parent.parent / "weights"
 
 
@@ -109,6 +111,8 @@ class Bundle:
     sampling: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     model_id: str = ""
+    student: Any = None  # a distilled few-step Denoiser of the same architecture, or None
+    student_info: dict[str, Any] = field(default_factory=dict)  # its "sampling" and "training"
 
 
 def shipped_model(kind: str = "image") -> Path:
@@ -155,8 +159,55 @@ def save_bundle(bundle: Bundle, path: str | Path, dtype: torch.dtype | None = No
             "config": to_dict(bundle.denoiser.config),
             **_save_component(bundle.denoiser.net, root / DENOISER_DIR, dtype),
         }
+    if bundle.student is not None:
+        manifest["student"] = student_entry(bundle.student, bundle.student_info, root, dtype)
     atomic_write_bytes(root / MANIFEST, json.dumps(manifest, indent=2).encode())
     return root
+
+
+def student_entry(
+    student: nn.Module, info: dict[str, Any], root: Path, dtype: torch.dtype | None
+) -> dict[str, Any]:
+    """Write the student's weights; its manifest entry, with the sampling settings it was
+    distilled for (the defaults `--fast` uses) and how it was trained."""
+    return {
+        "config": to_dict(student.config),
+        **_save_component(student.net, root / STUDENT_DIR, dtype),
+        "sampling": info.get("sampling", {}),
+        "training": info.get("training", {}),
+    }
+
+
+def attach_student(model_dir: str | Path, student_dir: str | Path) -> Path:
+    """Store the denoiser of a `latentkit distill` folder inside its teacher's folder as
+    `student/`, where `--fast` finds it. The teacher's files are left as they are (so shipped
+    fp16 weights stay fp16); the student is written in the dtype of the teacher's denoiser."""
+    root, source = Path(model_dir), Path(student_dir)
+    teacher, student = load_bundle(root, kind="image"), load_bundle(source, kind="image")
+    if teacher.denoiser is None or student.denoiser is None:
+        empty = root if teacher.denoiser is None else source
+        raise InvalidArgument(f"{empty} has no denoiser: a student needs a teacher model and a "
+                              "`latentkit distill` folder")  # fmt: skip
+    if to_dict(student.denoiser.config) != to_dict(teacher.denoiser.config):
+        raise InvalidArgument(f"{source}'s denoiser has another architecture than {root}'s: "
+                              "attach a student distilled from this model")  # fmt: skip
+    mine, theirs = teacher.codec.state_dict(), student.codec.state_dict()
+    if mine.keys() != theirs.keys() or not all(torch.equal(mine[k], theirs[k]) for k in mine):
+        raise InvalidArgument(f"{source} was distilled on another codec than {root}'s: attach a "
+                              "student distilled from this model")  # fmt: skip
+    manifest = read_manifest(root)
+    info = {"sampling": student.sampling, "training": student.training.get("denoiser", {})}
+    manifest["student"] = student_entry(student.denoiser, info, root, _stored_dtype(root))
+    atomic_write_bytes(root / MANIFEST, json.dumps(manifest, indent=2).encode())
+    return root
+
+
+def _stored_dtype(root: Path) -> torch.dtype:
+    from safetensors import safe_open
+
+    with safe_open(root / DENOISER_DIR / WEIGHTS, "pt") as f:
+        stored = f.get_slice(next(iter(f.keys()))).get_dtype()
+    return {"F16": torch.float16, "BF16": torch.bfloat16}.get(stored, torch.float32)
 
 
 def _save_component(module: nn.Module, folder: Path, dtype: torch.dtype | None) -> dict[str, str]:
@@ -200,8 +251,10 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_bundle(path: str | Path, kind: str | None = None) -> Bundle:
-    """Load one of our folders; `kind` ("image" or "video") refuses the other kind by name."""
+def load_bundle(path: str | Path, kind: str | None = None, fast: bool = False) -> Bundle:
+    """Load one of our folders; `kind` ("image" or "video") refuses the other kind by name.
+    `fast` returns the model with its distilled student as the denoiser, at the student's
+    sampling defaults (`--fast`)."""
     root = Path(path)
     manifest = read_manifest(root)
     found = manifest.get("kind", "image")
@@ -221,8 +274,16 @@ def load_bundle(path: str | Path, kind: str | None = None) -> Bundle:
             denoiser = spec.make_denoiser(from_dict(spec.denoiser_config, entry["config"]), codec)
             denoiser.net.load_state_dict(_load_weights(root, entry, f"{found} denoiser"))
             denoiser.eval()
+        student, student_info = None, {}
+        if manifest.get("student"):
+            entry = manifest["student"]
+            student = spec.make_denoiser(from_dict(spec.denoiser_config, entry["config"]), codec)
+            student.net.load_state_dict(_load_weights(root, entry, f"{found} student"))
+            student.eval()
+            student_info = {"sampling": entry.get("sampling") or {},
+                            "training": entry.get("training") or {}}  # fmt: skip
         text = from_dict(TextConfig, manifest["text_encoder"]["config"])
-    return Bundle(
+    bundle = Bundle(
         codec=codec.eval(),
         text=text,
         denoiser=denoiser,
@@ -231,6 +292,28 @@ def load_bundle(path: str | Path, kind: str | None = None) -> Bundle:
         sampling=manifest.get("sampling") or {},
         training=manifest.get("training") or {},
         model_id=model_id_of(manifest, found if found != "image" else "model"),
+        student=student,
+        student_info=student_info,
+    )
+    return fast_variant(bundle, manifest, root) if fast else bundle
+
+
+def fast_variant(bundle: Bundle, manifest: dict[str, Any], root: Path) -> Bundle:
+    """The model as `--fast` runs it: the student in the teacher's place, its own defaults."""
+    if bundle.student is None:
+        raise InvalidArgument(
+            f"{root} has no distilled student for --fast: make one with `latentkit distill "
+            f"--model {root} --out DIR --attach`, or drop --fast"
+        )
+    parts = [manifest["codec"]["sha256"], manifest["student"]["sha256"]]
+    short = hashlib.sha256("".join(parts).encode()).hexdigest()[:12]
+    return replace(
+        bundle,
+        denoiser=bundle.student,
+        sampling={**bundle.sampling, **bundle.student_info.get("sampling", {})},
+        model_id=f"{bundle.name}-fast@{short}",
+        student=None,
+        student_info={},
     )
 
 
@@ -304,8 +387,8 @@ def components_of(bundle: Bundle, source: Path | None = None) -> Components:
     )
 
 
-def load_components(path: str | Path) -> Components:
-    return components_of(load_bundle(path), Path(path))
+def load_components(path: str | Path, fast: bool = False) -> Components:
+    return components_of(load_bundle(path, fast=fast), Path(path))
 
 
 def describe(bundle: Bundle) -> list[tuple[str, str]]:
@@ -338,6 +421,10 @@ def describe(bundle: Bundle) -> list[tuple[str, str]]:
         rows.append(("network", f"diffusion transformer ({blocks} blocks), {d.layers} layers x "
                      f"{d.width} wide{patch}, {_params(bundle.denoiser)}; predicts flow "
                      "velocity"))  # fmt: skip
+    if bundle.student is not None:
+        sampling = bundle.student_info.get("sampling", {})
+        rows.append(("student", f"distilled to {sampling.get('steps')} steps at cfg "
+                     f"{sampling.get('cfg')} (--fast), {_params(bundle.student)}"))  # fmt: skip
     for kind, prov in bundle.training.items():
         rows.append(("trained", _provenance(kind, prov)))
     return rows
