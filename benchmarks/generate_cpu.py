@@ -4,6 +4,10 @@ Includes text encoding and decoding; 25 steps with guidance (both passes batched
 table and writes JSON.
 
     python benchmarks/generate_cpu.py [--model DIR] [--batches 1,16] [--threads 2]
+        [--steps 25 --cfg 4] [--repeats 3] [--no-cold]
+
+`--steps 4 --cfg 1` times a distilled student's settings (one network call a step); the figure
+per batch is the median of `--repeats` runs.
 """
 
 import argparse
@@ -52,42 +56,51 @@ def main() -> None:
     ap.add_argument("--batches", default="1,16,64")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/generate_cpu.json")
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--cfg", type=float, default=4.0)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--no-cold", dest="cold", action="store_false", help="skip the cold starts")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pipe = Pipeline.load(args.model, device="cpu")
     pipe.generate("warm up", seed=0, steps=2)
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
-        start = time.perf_counter()
-        pipe.generate(f"grinning face {batch}", seed=1, n=batch, steps=25, cfg=4.0)
-        seconds = time.perf_counter() - start
+        runs = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            pipe.generate(f"grinning face {batch}", seed=1, n=batch, steps=args.steps, cfg=args.cfg)
+            runs.append(time.perf_counter() - start)
+        seconds = sorted(runs)[len(runs) // 2]
         rows.append({"batch": batch, "seconds": seconds, "images_per_s": batch / seconds,
                      "ms_per_image": 1000 * seconds / batch})  # fmt: skip
+    cold, runs, stages = None, [], {}
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "latentkit", "generate", "a cat face", "--seed", "1",
                "--out", str(Path(tmp) / "x.png")]  # fmt: skip
         if args.model:
             cmd += ["--model", args.model]
-        runs = []
-        for _ in range(3):
+        for _ in range(3 if args.cold else 0):
             start = time.perf_counter()
             subprocess.run(cmd, check=True, capture_output=True)
             runs.append(time.perf_counter() - start)
-        cold = sorted(runs)[1]  # the median of three fresh processes
-        stages = cold_start_stages(args.model, str(Path(tmp) / "y.png"))
+        if args.cold:
+            cold = sorted(runs)[1]  # the median of three fresh processes
+            stages = cold_start_stages(args.model, str(Path(tmp) / "y.png"))
     print(
         f"{'batch':>6s} {'images/s':>9s} {'ms/image':>9s}"
-        f"   (CPU, {args.threads} threads, 25 steps, cfg on)"
+        f"   (CPU, {args.threads} threads, {args.steps} steps, cfg {args.cfg:g})"
     )
     for r in rows:
         print(f"{r['batch']:6d} {r['images_per_s']:9.2f} {r['ms_per_image']:9.1f}")
-    print(
-        f"cold start of `latentkit generate` (fresh process, one image; median of 3): {cold:.2f} s"
-    )
+    if cold is not None:
+        print(f"cold start of `latentkit generate` (fresh process, one image; median of 3): "
+              f"{cold:.2f} s")  # fmt: skip
     for stage, seconds in stages.items():
         print(f"  {stage:45s} {seconds:5.2f} s")
     with open(args.out, "w") as f:
-        json.dump({"model": pipe.model_id, "threads": args.threads, "rows": rows,
+        json.dump({"model": pipe.model_id, "threads": args.threads, "steps": args.steps,
+                   "cfg": args.cfg, "repeats": args.repeats, "rows": rows,
                    "cold_start_s": cold, "cold_start_runs_s": runs,
                    "cold_start_stages_s": stages}, f, indent=2)  # fmt: skip
 

@@ -3,7 +3,9 @@
 # The VAE ran 10 minutes, then was resumed to a 30-minute total; the denoiser ran 30 minutes,
 # then was resumed to a 55-minute total (--minutes counts the whole run, across resumes).
 # Then the denoiser trained 80 more minutes from those weights (--init) on several phrasings of
-# each caption (--captions rich: the name, CLDR/emojilib keywords, aliases).
+# each caption (--captions rich: the name, CLDR/emojilib keywords, aliases): version 2.
+# Version 3 continued from version 2 exactly as shipped (fp16) for 105 minutes, conditioned on
+# MiniLM's pooled sentence vector as well as its tokens (--pooled-token).
 set -euo pipefail
 latentkit train vae --out runs/cpu-vae --size 32 --factor 4 --preset small \
   --steps 100000 --minutes 10 --batch 32 --checkpoint-every 200
@@ -16,4 +18,8 @@ latentkit train denoiser --codec runs/cpu-vae --out runs/cpu-model --preset smal
 latentkit train denoiser --codec runs/cpu-vae --init runs/cpu-model --captions rich \
   --out runs/cpu-rich2 --preset small --steps 100000 --minutes 80 --batch 32 --lr 4e-4 \
   --ema 0.998 --checkpoint-every 200
-python scripts/ship_model.py runs/cpu-rich2 src/latentkit/weights/default
+python scripts/ship_model.py runs/cpu-rich2 runs/cpu-v2
+latentkit train denoiser --codec runs/cpu-v2 --init runs/cpu-v2 --captions rich --pooled-token \
+  --out runs/cpu-pooled --preset small --steps 100000 --minutes 105 --batch 32 --lr 3e-4 \
+  --ema 0.998 --checkpoint-every 200
+python scripts/ship_model.py runs/cpu-pooled src/latentkit/weights/default
