@@ -64,6 +64,30 @@ def test_shipped_model_draws_the_emoji_it_is_asked_for(shipped: Pipeline) -> Non
         int((similarity[i] > similarity[i, images.captions.index(p)]).sum())
         for i, p in enumerate(prompts)
     ]
-    # Shipped v2: median 7, three at rank 0-1 (v1 had a median of 45).
+    # Shipped with the sentence vector: median 9.5, five at rank 0-1 (v2: median 7, three at
+    # rank 0-1; v1 had a median of 45).
     assert np.median(ranks) < 50, dict(zip(prompts, ranks, strict=True))
-    assert sum(r < 5 for r in ranks) >= 2, dict(zip(prompts, ranks, strict=True))
+    assert sum(r < 5 for r in ranks) >= 4, dict(zip(prompts, ranks, strict=True))
+
+
+def test_shipped_model_draws_prompts_in_other_words(shipped: Pipeline) -> None:
+    """The first ten paraphrases of `latentkit eval` ("a slice of pizza", "the face of a
+    puppy"), scored as above against the emoji they describe. The sentence vector is what
+    carries them: v2, which read only word tokens, drew 5% of all 60 paraphrases right."""
+    from latentkit.data.openmoji import load_openmoji
+    from latentkit.eval.evalnet import load_eval_network
+    from latentkit.eval.paraphrases import PARAPHRASES
+
+    net = load_eval_network()
+    images, _ = load_openmoji(shipped.image_size)
+    real = net.image_features(images.images)
+    pairs = PARAPHRASES[:10]
+    generated = np.stack([np.asarray(shipped.generate(p, seed=0).images[0]) for p, _ in pairs])
+    similarity = net.image_features(generated) @ real.T
+    ranks = {
+        p: int((similarity[i] > similarity[i, images.captions.index(target)]).sum())
+        for i, (p, target) in enumerate(pairs)
+    }
+    # Measured: median 76.5, four at rank 0 (red heart, fire, birthday cake, red apple).
+    assert np.median(list(ranks.values())) < 300, ranks
+    assert sum(r < 5 for r in ranks.values()) >= 3, ranks
