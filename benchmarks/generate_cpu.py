@@ -50,6 +50,22 @@ def cold_start_stages(model: str | None, out: str) -> dict[str, float]:
     return {k: sorted(r[k] for r in runs)[1] for k in runs[0]}
 
 
+def cold_start(model: str | None) -> tuple[float, list[float], dict[str, float]]:
+    """`latentkit generate` in three fresh processes: their median, the runs, and the stages."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "latentkit", "generate", "a cat face", "--seed", "1",
+               "--out", str(Path(tmp) / "x.png")]  # fmt: skip
+        if model:
+            cmd += ["--model", model]
+        runs = []
+        for _ in range(3):
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            runs.append(time.perf_counter() - start)
+        stages = cold_start_stages(model, str(Path(tmp) / "y.png"))
+    return sorted(runs)[1], runs, stages
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
@@ -74,19 +90,7 @@ def main() -> None:
         seconds = sorted(runs)[len(runs) // 2]
         rows.append({"batch": batch, "seconds": seconds, "images_per_s": batch / seconds,
                      "ms_per_image": 1000 * seconds / batch})  # fmt: skip
-    cold, runs, stages = None, [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "latentkit", "generate", "a cat face", "--seed", "1",
-               "--out", str(Path(tmp) / "x.png")]  # fmt: skip
-        if args.model:
-            cmd += ["--model", args.model]
-        for _ in range(3 if args.cold else 0):
-            start = time.perf_counter()
-            subprocess.run(cmd, check=True, capture_output=True)
-            runs.append(time.perf_counter() - start)
-        if args.cold:
-            cold = sorted(runs)[1]  # the median of three fresh processes
-            stages = cold_start_stages(args.model, str(Path(tmp) / "y.png"))
+    cold, runs, stages = cold_start(args.model) if args.cold else (None, [], {})
     print(
         f"{'batch':>6s} {'images/s':>9s} {'ms/image':>9s}"
         f"   (CPU, {args.threads} threads, {args.steps} steps, cfg {args.cfg:g})"

@@ -14,22 +14,12 @@ from latentkit.data.images import tensor_to_uint8, uint8_to_tensor
 from latentkit.data.openmoji import load_openmoji
 from latentkit.eval.evalnet import load_eval_network
 from latentkit.eval.evaluate import Reference, prompt_sets
-from latentkit.eval.metrics import nearest_rate, psnr
+from latentkit.eval.metrics import nearest_rate, pca_project, principal_axes, psnr
 
 
-def principal_axes(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and principal axes, computed once for every latent size asked for."""
-    x = train.flatten(1).double()
-    mean = x.mean(0)
-    _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
-    return mean, vh
-
-
-def reconstruct(images: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+def reconstruct(images: torch.Tensor, axes, components: int) -> torch.Tensor:
     """Project and back, clipped and quantised to 8 bits as a saved image would be."""
-    y = images.flatten(1).double() - mean
-    out = ((y @ basis.T) @ basis + mean).float().reshape(images.shape).clamp(-1, 1)
-    return uint8_to_tensor(tensor_to_uint8(out))
+    return uint8_to_tensor(tensor_to_uint8(pca_project(images, axes, components).clamp(-1, 1)))
 
 
 def main() -> None:
@@ -43,20 +33,19 @@ def main() -> None:
     images, is_test = load_openmoji(args.size)
     reference = Reference(images, is_test, net.image_features(images.images))
     sets = prompt_sets(reference)[:2]
-    mean, axes = principal_axes(uint8_to_tensor(images.images[~is_test]))
+    axes = principal_axes(uint8_to_tensor(images.images[~is_test]))
     test = uint8_to_tensor(images.images[is_test])
     rows = []
     for channels in [int(c) for c in args.channels.split(",")]:
         values = args.grid * args.grid * channels
-        basis = axes[:values]
         row = {
             "channels": channels,
             "compression": 3 * args.size * args.size / values,
-            "psnr": float(psnr(test, reconstruct(test, mean, basis)).mean()),
+            "psnr": float(psnr(test, reconstruct(test, axes, values)).mean()),
         }
         for s in sets:
             real = uint8_to_tensor(images.images[s.targets])
-            features = net.image_features(tensor_to_uint8(reconstruct(real, mean, basis)))
+            features = net.image_features(tensor_to_uint8(reconstruct(real, axes, values)))
             row[f"own_emoji {s.name}"] = nearest_rate(features, reference.features, s.targets)
         rows.append(row)
     print(

@@ -23,7 +23,8 @@ from latentkit.eval.evalnet import EvalNetwork
 from latentkit.eval.metrics import (
     frechet_distance,
     nearest_rate,
-    pca_reconstruction,
+    pca_project,
+    principal_axes,
     psnr,
     retrieval_accuracy,
     ssim,
@@ -86,16 +87,23 @@ class Reference:
 
 
 @torch.no_grad()
-def evaluate_codec(pipe: Pipeline, reference: Reference, batch: int = 64) -> dict[str, float]:
-    """PSNR/SSIM of VAE round trips on the test split, and PCA's PSNR at the same size."""
-    train = uint8_to_tensor(reference.images.images[~reference.is_test])
+def evaluate_codec(
+    pipe: Pipeline,
+    reference: Reference,
+    batch: int = 64,
+    axes: tuple[Tensor, Tensor] | None = None,
+) -> dict[str, float]:
+    """PSNR/SSIM of VAE round trips on the test split, and PCA's PSNR at the same size
+    (`axes`: `training_axes(reference)`, when the caller has them already)."""
     test = uint8_to_tensor(reference.images.images[reference.is_test])
     recon = torch.cat(
         [pipe.decode(pipe.encode(test[i : i + batch])).float() for i in range(0, len(test), batch)]
     )
     latent_values = int(np.prod(pipe.latent_shape(test.shape[-2], test.shape[-1])))
     pixel_values = int(np.prod(test.shape[1:]))
-    pca = pca_reconstruction(train, test, latent_values).clamp(-1, 1)
+    if axes is None:
+        axes = training_axes(reference)
+    pca = pca_project(test, axes, latent_values).clamp(-1, 1)
     # Scores are taken on images quantised to 8 bits, as they would be saved.
     recon = _quantise(recon)
     return {
@@ -106,6 +114,11 @@ def evaluate_codec(pipe: Pipeline, reference: Reference, batch: int = 64) -> dic
         "pca_psnr": float(psnr(test, _quantise(pca)).mean()),
         "pca_ssim": float(ssim(test, _quantise(pca)).mean()),
     }
+
+
+def training_axes(reference: Reference) -> tuple[Tensor, Tensor]:
+    """PCA's fit on the training split, the linear codec every VAE is compared with."""
+    return principal_axes(uint8_to_tensor(reference.images.images[~reference.is_test]))
 
 
 def _quantise(images: Tensor) -> Tensor:
@@ -233,13 +246,14 @@ def evaluate(
         "evalnet_ceiling": net.provenance.get("test_ceiling"),
     }
     log("codec ...")
-    report["codec"] = evaluate_codec(pipe, reference, settings.batch)
+    axes = training_axes(reference)
+    report["codec"] = evaluate_codec(pipe, reference, settings.batch, axes)
     sets = [s.head(settings.limit) for s in prompt_sets(reference)]
     if pipe.network is None:
         # A codec-only folder (a codec being chosen for a new model): its round trips are the
         # ceiling any denoiser on it can reach, so they are the whole report.
         log("codec round trips ...")
-        report["roundtrip"] = codec_own_emoji(pipe, net, sets[:2], reference)
+        report["roundtrip"] = codec_own_emoji(pipe, net, sets[:2], reference, axes)
         report["seconds"] = round(time.perf_counter() - started, 1)
         return report
     defaults = pipe.recipe("")
@@ -283,18 +297,21 @@ def roundtrip_own_emoji(
 
 @torch.no_grad()
 def codec_own_emoji(
-    pipe: Pipeline, net: EvalNetwork, sets: Sequence[PromptSet], reference: Reference
+    pipe: Pipeline,
+    net: EvalNetwork,
+    sets: Sequence[PromptSet],
+    reference: Reference,
+    axes: tuple[Tensor, Tensor],
 ) -> dict[str, dict[str, float]]:
     """Own-emoji rate of each set's target images after the VAE's round trip and after PCA's
     with the same number of values, so a codec's latent size is chosen against the linear
     baseline on the figure generation is judged by, not on PSNR alone."""
-    train = uint8_to_tensor(reference.images.images[~reference.is_test])
     size = reference.images.images.shape[1:3]
     components = int(np.prod(pipe.latent_shape(*size)))
     rows = {}
     for prompt_set in sets:
         real = uint8_to_tensor(reference.images.images[prompt_set.targets])
-        pca = _quantise(pca_reconstruction(train, real, components).clamp(-1, 1))
+        pca = _quantise(pca_project(real, axes, components).clamp(-1, 1))
         features = net.image_features(tensor_to_uint8(pca))
         rows[prompt_set.name] = {
             "images": len(prompt_set.targets),

@@ -109,10 +109,22 @@ def pca_reconstruction(train: Tensor, test: Tensor, components: int) -> Tensor:
     the linear codec with the same number of values, which a VAE has to beat."""
     if components < 1:
         raise InvalidArgument(f"components must be positive, got {components}")
+    return pca_project(test, principal_axes(train), components)
+
+
+def principal_axes(train: Tensor) -> tuple[Tensor, Tensor]:
+    """The training images' mean and principal axes (rows, largest first). The SVD is the
+    costly part, so it is fitted once and projected onto at every size and for every set."""
     x = train.flatten(1).double()
     mean = x.mean(0)
     # The right singular vectors of the centred data are the principal axes.
     _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
+    return mean, vh
+
+
+def pca_project(images: Tensor, axes: tuple[Tensor, Tensor], components: int) -> Tensor:
+    """`images` onto the first `components` axes of `principal_axes` and back."""
+    mean, vh = axes
     basis = vh[:components]
-    y = test.flatten(1).double() - mean
-    return ((y @ basis.T) @ basis + mean).float().reshape(test.shape)
+    y = images.flatten(1).double() - mean
+    return ((y @ basis.T) @ basis + mean).float().reshape(images.shape)

@@ -161,6 +161,11 @@ def save_bundle(bundle: Bundle, path: str | Path, dtype: torch.dtype | None = No
         }
     if bundle.student is not None:
         manifest["student"] = student_entry(bundle.student, bundle.student_info, root, dtype)
+    return _write_manifest(root, manifest)
+
+
+def _write_manifest(root: Path, manifest: dict[str, Any]) -> Path:
+    """Last, after every weight file it names: an interrupted save leaves the old manifest."""
     atomic_write_bytes(root / MANIFEST, json.dumps(manifest, indent=2).encode())
     return root
 
@@ -198,8 +203,7 @@ def attach_student(model_dir: str | Path, student_dir: str | Path) -> Path:
     manifest = read_manifest(root)
     info = {"sampling": student.sampling, "training": student.training.get("denoiser", {})}
     manifest["student"] = student_entry(student.denoiser, info, root, _stored_dtype(root))
-    atomic_write_bytes(root / MANIFEST, json.dumps(manifest, indent=2).encode())
-    return root
+    return _write_manifest(root, manifest)
 
 
 def _stored_dtype(root: Path) -> torch.dtype:
@@ -268,18 +272,11 @@ def load_bundle(path: str | Path, kind: str | None = None, fast: bool = False) -
         codec.vae.load_state_dict(_load_weights(root, entry, f"{found} codec"))
         for stat in spec.codec_stats:
             getattr(codec, stat).copy_(torch.tensor(entry[stat]))
-        denoiser = None
-        if manifest.get("denoiser"):
-            entry = manifest["denoiser"]
-            denoiser = spec.make_denoiser(from_dict(spec.denoiser_config, entry["config"]), codec)
-            denoiser.net.load_state_dict(_load_weights(root, entry, f"{found} denoiser"))
-            denoiser.eval()
-        student, student_info = None, {}
-        if manifest.get("student"):
+        denoiser = _load_network(spec, manifest, "denoiser", codec, root)
+        student = _load_network(spec, manifest, "student", codec, root)
+        student_info = {}
+        if student is not None:
             entry = manifest["student"]
-            student = spec.make_denoiser(from_dict(spec.denoiser_config, entry["config"]), codec)
-            student.net.load_state_dict(_load_weights(root, entry, f"{found} student"))
-            student.eval()
             student_info = {"sampling": entry.get("sampling") or {},
                             "training": entry.get("training") or {}}  # fmt: skip
         text = from_dict(TextConfig, manifest["text_encoder"]["config"])
@@ -298,6 +295,16 @@ def load_bundle(path: str | Path, kind: str | None = None, fast: bool = False) -
     return fast_variant(bundle, manifest, root) if fast else bundle
 
 
+def _load_network(spec: Kind, manifest: dict[str, Any], part: str, codec: Any, root: Path) -> Any:
+    """The manifest's `part` ("denoiser" or "student"), or None when the folder has none."""
+    entry = manifest.get(part)
+    if not entry:
+        return None
+    network = spec.make_denoiser(from_dict(spec.denoiser_config, entry["config"]), codec)
+    network.net.load_state_dict(_load_weights(root, entry, f"{spec.name} {part}"))
+    return network.eval()
+
+
 def fast_variant(bundle: Bundle, manifest: dict[str, Any], root: Path) -> Bundle:
     """The model as `--fast` runs it: the student in the teacher's place, its own defaults."""
     if bundle.student is None:
@@ -305,13 +312,11 @@ def fast_variant(bundle: Bundle, manifest: dict[str, Any], root: Path) -> Bundle
             f"{root} has no distilled student for --fast: make one with `latentkit distill "
             f"--model {root} --out DIR --attach`, or drop --fast"
         )
-    parts = [manifest["codec"]["sha256"], manifest["student"]["sha256"]]
-    short = hashlib.sha256("".join(parts).encode()).hexdigest()[:12]
     return replace(
         bundle,
         denoiser=bundle.student,
         sampling={**bundle.sampling, **bundle.student_info.get("sampling", {})},
-        model_id=f"{bundle.name}-fast@{short}",
+        model_id=model_id_of({**manifest, "name": f"{bundle.name}-fast"}, "model", "student"),
         student=None,
         student_info={},
     )
@@ -331,11 +336,12 @@ def reading_model_files(root: Path) -> Iterator[None]:
         raise ModelFileError(f"{root / MANIFEST}: {e}") from None
 
 
-def model_id_of(manifest: dict[str, Any], default_name: str) -> str:
-    """name@12 hex digits of the weights' checksums: changes whenever any weight does."""
+def model_id_of(manifest: dict[str, Any], default_name: str, network: str = "denoiser") -> str:
+    """name@12 hex digits of the weights' checksums: changes whenever any weight does.
+    `network` is the manifest entry that samples: "student" for `--fast`."""
     parts = [manifest["codec"]["sha256"]]
-    if manifest.get("denoiser"):
-        parts.append(manifest["denoiser"]["sha256"])
+    if manifest.get(network):
+        parts.append(manifest[network]["sha256"])
     short = hashlib.sha256("".join(parts).encode()).hexdigest()[:12]
     return f"{manifest.get('name', default_name)}@{short}"
 
