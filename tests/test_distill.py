@@ -157,3 +157,32 @@ def test_generate_fast_and_distill_attach_on_the_command_line(
     assert out.is_file()
     assert main(["distill", "--out", str(tmp_path / "s"), "--attach"]) == 2
     assert "--attach writes the student into --model" in capsys.readouterr().err
+
+
+def test_a_server_offers_the_fast_variant_as_a_model(teacher_with_student) -> None:
+    import io
+
+    import numpy as np
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from latentkit.server import create_app
+
+    teacher, _ = teacher_with_student
+    plain = Pipeline.load(teacher, device="cpu")
+    fast = Pipeline.load(teacher, device="cpu", fast=True)
+    with TestClient(create_app(pipe=plain, outputs=teacher.parent / "served")) as client:
+        listed = [m["id"] for m in client.get("/v1/models").json()["data"]]
+        assert listed == [plain.model_id, fast.model_id]
+        fast_info = client.get("/api/model").json()["fast"]
+        assert fast_info == {"model": fast.model_id, "steps": 4, "cfg": 1.0}
+        body = {"prompt": "a square", "seed": 2, "model": fast.model_id}
+        answer = client.post("/api/generate?wait=true", json=body)
+        assert answer.status_code == 200, answer.text
+        image = answer.json()["result"]["images"][0]
+        recipe = client.get(f"/api/files/{image['id']}/recipe").json()
+        assert (recipe["model"], recipe["steps"], recipe["cfg"]) == (fast.model_id, 4, 1.0)
+        served = np.asarray(Image.open(io.BytesIO(client.get(f"/api/files/{image['id']}").content)))
+        assert np.array_equal(served, np.asarray(fast.generate("a square", seed=2).images[0]))
+        titles = [m["title"] for m in client.get("/sdapi/v1/sd-models").json()]
+        assert titles == listed

@@ -40,7 +40,7 @@ def test_a_models_folder_lists_models_and_leaves_out_parts(tmp_path: Path) -> No
 def shelf(budget: int) -> tuple[ModelShelf, list[str]]:
     loads: list[str] = []
 
-    def load(path: Path) -> SimpleNamespace:
+    def load(path: Path, fast: bool) -> SimpleNamespace:
         loads.append(path.name)
         return SimpleNamespace(model_id=path.name)
 

@@ -81,7 +81,7 @@ def test_model_info_and_openapi(client: TestClient, pipe) -> None:
     info = client.get("/api/model").json()
     assert info["model"] == pipe.model_id
     assert info["image_size"] == pipe.image_size and info["latent_cell"] == pipe.latent_cell
-    assert "euler" in info["samplers"] and info["video"] is True
+    assert "euler" in info["samplers"] and info["video"] is True and info["fast"] is None
     assert info["video_model"]["size"] == 16 and info["video_model"]["defaults"]["steps"] == 3
     schema = client.get("/openapi.json").json()
     for path in ["/api/generate", "/api/img2img", "/api/inpaint", "/api/outpaint",

@@ -316,7 +316,7 @@ def fast_variant(bundle: Bundle, manifest: dict[str, Any], root: Path) -> Bundle
         bundle,
         denoiser=bundle.student,
         sampling={**bundle.sampling, **bundle.student_info.get("sampling", {})},
-        model_id=model_id_of({**manifest, "name": f"{bundle.name}-fast"}, "model", "student"),
+        model_id=fast_model_id(manifest),
         student=None,
         student_info={},
     )
@@ -334,6 +334,26 @@ def reading_model_files(root: Path) -> Iterator[None]:
         raise ModelFileError(f"weights in {root} do not match latentkit.json: {detail}") from None
     except LatentkitError as e:
         raise ModelFileError(f"{root / MANIFEST}: {e}") from None
+
+
+def fast_model_id(manifest: dict[str, Any]) -> str:
+    """The id of a model's `--fast` variant: its name with "-fast", hashed over the codec and
+    the student, so it never collides with the teacher's."""
+    return model_id_of({**manifest, "name": f"{manifest.get('name', '')}-fast"}, "model", "student")
+
+
+def folder_fast_model_id(root: Path) -> str | None:
+    """The `--fast` id of a latentkit image folder that carries a student, from its manifest
+    alone (a server lists it without loading anything); None for any other model."""
+    if not is_bundle(root):
+        return None
+    try:
+        manifest = read_manifest(root)
+    except ModelFileError:
+        return None
+    if manifest.get("kind", "image") != "image" or not manifest.get("student"):
+        return None
+    return fast_model_id(manifest)
 
 
 def model_id_of(manifest: dict[str, Any], default_name: str, network: str = "denoiser") -> str:

@@ -49,3 +49,17 @@ def model_bytes(path: Path) -> int:
     this, doubled for fp16 files running in fp32 on a CPU."""
     files = [path] if path.is_file() else list(path.rglob("*.safetensors"))
     return sum(f.stat().st_size for f in files)
+
+
+def fast_variants(models: dict[str, Path]) -> dict[str, Path]:
+    """Id -> folder of the `--fast` variant of every latentkit model here that carries its
+    distilled student: a server offers each as a model of its own, so every API that names a
+    model (ours, AUTOMATIC1111's checkpoint option, OpenAI's `model`) can ask for it."""
+    from latentkit.families.bundle import folder_fast_model_id
+
+    found = {}
+    for path in models.values():
+        fast_id = folder_fast_model_id(path)
+        if fast_id is not None:
+            found[fast_id] = path
+    return found

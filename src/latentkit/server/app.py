@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from latentkit.families.catalog import model_bytes, models_in
+from latentkit.families.catalog import fast_variants, model_bytes, models_in
 from latentkit.families.memory import available_memory
 from latentkit.pipeline import Pipeline
 from latentkit.server import (
@@ -123,15 +123,19 @@ def model_shelf(
     workers: int,
     **load_options: Any,
 ) -> ModelShelf:
-    """The models requests may name: the served one, and every model in `folder`."""
+    """The models requests may name: the served one, every model in `folder`, and the `--fast`
+    variant of each latentkit model among them that carries a distilled student."""
     offered = models_in(folder) if folder is not None else {}
+    served = {pipe.model_id: pipe.components.source} if pipe.components.source else {}
+    fast = fast_variants({**served, **offered})
     budget = memory if memory is not None else int(0.6 * available_memory()) or 8 * 1024**3
 
-    def load(path: Path) -> Pipeline:
-        loaded = Pipeline.load(path, **load_options)
+    def load(path: Path, fast: bool) -> Pipeline:
+        loaded = Pipeline.load(path, fast=fast, **load_options)
         if workers > 1:
             loaded.text_encoder = LockedEncoder(loaded.text_encoder)
         return loaded
 
     # fp16 files run as fp32 on a CPU: count twice their size on disk
-    return ModelShelf(pipe, offered, load, budget, lambda path: 2 * model_bytes(path))
+    return ModelShelf(pipe, {**offered, **fast}, load, budget, lambda path: 2 * model_bytes(path),
+                      fast=fast)  # fmt: skip

@@ -1,5 +1,6 @@
 """The models a server offers: the one it started with, and with `--models DIR` every model in
-that folder, each loaded on first use and kept in a cache bounded by memory.
+that folder, each loaded on first use and kept in a cache bounded by memory. A latentkit model
+that carries a distilled student is offered twice: as itself and as its `--fast` variant.
 
 Loading an SDXL-sized model takes a minute, so models stay loaded between requests; when a new
 one would take the cache over its budget, the least recently used ones are dropped first (never
@@ -11,7 +12,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +20,21 @@ from latentkit.errors import InvalidArgument
 
 
 class ModelShelf:
-    """Name -> Pipeline, loaded on first use through `load(path)`, within `budget` bytes."""
+    """Name -> Pipeline, loaded on first use through `load(path, fast)`, within `budget` bytes;
+    the names in `fast` load their folder's few-step student."""
 
     def __init__(
         self,
         default: Any,
         offered: dict[str, Path],
-        load: Callable[[Path], Any],
+        load: Callable[[Path, bool], Any],
         budget: int,
         size_of: Callable[[Path], int],
+        fast: Iterable[str] = (),
     ) -> None:
         self.default = default
         self.offered = dict(offered)
+        self.fast = frozenset(fast)
         self.load, self.budget, self.size_of = load, budget, size_of
         self.loaded: OrderedDict[str, tuple[Any, int]] = OrderedDict()
         self.lock = threading.Lock()
@@ -55,7 +59,7 @@ class ModelShelf:
                 return self.loaded[name][0]
             size = self.size_of(self.offered[name])
             self.make_room(size)
-            pipe = self.load(self.offered[name])
+            pipe = self.load(self.offered[name], name in self.fast)
             self.loaded[name] = (pipe, size)
             return pipe
 

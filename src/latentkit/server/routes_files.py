@@ -61,7 +61,21 @@ async def model_info(st: StudioDep) -> dict[str, Any]:
         "fingerprint": pipe.fingerprint(),
         "video": vpipe is not None,
         "video_model": video_info(vpipe),
+        "fast": fast_info(pipe),
     }
+
+
+def fast_info(pipe: Any) -> dict[str, Any] | None:
+    """The served model's `--fast` variant (its distilled student), which requests name as
+    their `model`, and the steps and cfg it was distilled for; None when it has none."""
+    from latentkit.families.bundle import folder_fast_model_id
+
+    bundle, source = pipe.components.bundle, pipe.components.source
+    fast_id = folder_fast_model_id(source) if source is not None else None
+    if bundle is None or bundle.student is None or fast_id is None:
+        return None
+    sampling = {**bundle.sampling, **bundle.student_info.get("sampling", {})}
+    return {"model": fast_id, "steps": sampling.get("steps"), "cfg": sampling.get("cfg")}
 
 
 @router.post("/api/uploads", status_code=201, tags=["files"])

@@ -44,7 +44,10 @@ class Body(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     model: str | None = Field(
-        default=None, max_length=200, description="Must match the served model's id if given."
+        default=None,
+        max_length=200,
+        description="A model this server offers (GET /v1/models), such as the served "
+        "model's `-fast` variant; default: the served model.",
     )
 
 

@@ -75,7 +75,9 @@ class Studio:
         models: ModelShelf | None = None,
     ) -> None:
         self.pipe, self.storage, self.queue = pipe, storage, queue
-        self.models = models or ModelShelf(pipe, {}, Pipeline.load, 0, lambda _: 0)
+        self.models = models or ModelShelf(
+            pipe, {}, lambda path, fast: Pipeline.load(path, fast=fast), 0, lambda _: 0
+        )
         self.work_limit = max_work
         self.max_work = max_work if max_work is not None else default_max_work(pipe)
         self.preview_every = preview_every

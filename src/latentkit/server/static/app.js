@@ -228,6 +228,7 @@ function reuse() {
   $("steps").value = r.steps;
   $("cfg").value = r.cfg;
   $("sampler").value = r.sampler;
+  $("fast").checked = Boolean(state.model.fast && r.model === state.model.fast.model);
   if (r.width) $("size").value = `${r.width}x${r.height}`;
   showTab("generate");
 }
@@ -256,7 +257,19 @@ function seedOf(id) {
 function recipeFields() {
   const [width, height] = $("size").value.split("x").map(Number);
   return { negative_prompt: $("negative").value, seed: seedOf("seed"), steps: num("steps"),
-    cfg: num("cfg"), sampler: $("sampler").value, width, height, n: num("batch") || 1 };
+    cfg: num("cfg"), sampler: $("sampler").value, width, height, n: num("batch") || 1,
+    model: fastModel() };
+}
+
+// "fast" samples with the model's distilled student, a model of its own on the server.
+function fastModel() {
+  return state.model && state.model.fast && $("fast").checked ? state.model.fast.model : undefined;
+}
+
+function toggleFast() {
+  const d = $("fast").checked ? state.model.fast : state.model.defaults;
+  $("steps").value = d.steps;
+  $("cfg").value = d.cfg;
 }
 
 function newSeed() { $("seed").value = String(Math.floor(Math.random() * 2 ** 31)); }
@@ -277,7 +290,7 @@ function needCurrent() {
 
 function sharedFields() {
   const f = recipeFields();
-  return { seed: f.seed, steps: f.steps, cfg: f.cfg, sampler: f.sampler };
+  return { seed: f.seed, steps: f.steps, cfg: f.cfg, sampler: f.sampler, model: f.model };
 }
 
 async function img2img() {
@@ -459,7 +472,7 @@ function keyframe(which) {
 async function interpolate(keyframes = [keyframe("a"), keyframe("b")], animation = "gif") {
   const f = sharedFields();
   const body = { keyframes, frames: Number($("frames").value), animation,
-    prompt: $("prompt").value, seed: f.seed, steps: f.steps, cfg: f.cfg };
+    prompt: $("prompt").value, seed: f.seed, steps: f.steps, cfg: f.cfg, model: f.model };
   const result = await runJob("api/interpolate", body);
   if (animation === "mp4") {
     $("mp4-link").href = fileUrl(result.animation);
@@ -507,7 +520,7 @@ async function makeDirection() {
 async function edit() {
   if (!$("direction").value) throw new Error("direction: make or choose a direction first");
   const result = await runJob("api/edit", { image: needCurrent(), direction: $("direction").value,
-    amounts: AMOUNTS, steps: sharedFields().steps });
+    amounts: AMOUNTS, steps: sharedFields().steps, model: fastModel() });
   state.edits = result.images;
   $("amount").disabled = false;
   $("amount").max = AMOUNTS.length - 1;
@@ -588,6 +601,7 @@ async function start() {
   $("sampler").value = model.defaults.sampler;
   $("steps").value = model.defaults.steps;
   $("cfg").value = model.defaults.cfg;
+  $("fast-label").hidden = !model.fast;
   const sizes = [1, 2].map((k) => model.image_size * k);
   $("size").replaceChildren(...sizes.map((s) => new Option(`${s}x${s}`, `${s}x${s}`)));
   document.querySelector('[data-tab="video"]').hidden = !model.video;
@@ -610,6 +624,7 @@ async function start() {
   action("run-map", buildMap);
   action("run-video", video);
   $("new-seed").addEventListener("click", newSeed);
+  $("fast").addEventListener("change", toggleFast);
   $("reuse").addEventListener("click", reuse);
   $("clear-mask").addEventListener("click", clearMask);
   $("strength").addEventListener("input", () => { $("strength-out").textContent = $("strength").value; });
