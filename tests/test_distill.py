@@ -186,3 +186,11 @@ def test_a_server_offers_the_fast_variant_as_a_model(teacher_with_student) -> No
         assert np.array_equal(served, np.asarray(fast.generate("a square", seed=2).images[0]))
         titles = [m["title"] for m in client.get("/sdapi/v1/sd-models").json()]
         assert titles == listed
+
+
+def test_eval_fast_needs_a_student(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    from latentkit.cli import main
+
+    out = str(tmp_path / "e.json")
+    assert main(["eval", str(tiny_model_dir), "--fast", "--out", out, "--device", "cpu"]) == 2
+    assert "no distilled student for --fast" in capsys.readouterr().err

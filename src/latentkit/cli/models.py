@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from latentkit.cli import common
-from latentkit.cli.options import BaseOpt, BatchOpt, DeviceOpt, ModelOpt, PredictionOpt
+from latentkit.cli.options import BaseOpt, BatchOpt, DeviceOpt, FastOpt, ModelOpt, PredictionOpt
 from latentkit.errors import InvalidArgument, check_seed
 from latentkit.eval.evalnet import load_eval_network
 from latentkit.eval.evaluate import EvalSettings, evaluate, markdown_report
@@ -67,6 +67,7 @@ def eval_model(
         Path | None, typer.Option(help="Evaluation network folder (default: the shipped one).")
     ] = None,
     device: DeviceOpt = None,
+    fast: FastOpt = False,
 ) -> None:
     """Measure a model: codec PSNR/SSIM against PCA, and generations scored by the evaluation
     network (own-emoji rate, caption retrieval, Frechet distance) on held-out variants, training
@@ -76,7 +77,7 @@ def eval_model(
         batch=batch,
     ).validate()  # fmt: skip
     out = common.file_out(out, "eval.json", (".json",))
-    pipe = common.load_pipeline(model, device)
+    pipe = common.load_pipeline(model, device, fast=fast)
     report = evaluate(
         pipe, load_eval_network(evalnet), settings, log=lambda m: typer.echo(m, err=True)
     )
