@@ -61,6 +61,24 @@ def pipe(tiny_model_dir: Path):
     return Pipeline.load(tiny_model_dir, device="cpu")
 
 
+@pytest.fixture(scope="session")
+def teacher_with_student(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A copy of the tiny model with a (briefly) distilled student attached, and the student's
+    own `latentkit distill` folder."""
+    import shutil
+
+    from latentkit.families.bundle import attach_student
+    from latentkit.train.distill import distill_denoiser
+    from latentkit.train.loop import TrainConfig
+
+    root = tmp_path_factory.mktemp("fast")
+    cfg = TrainConfig(steps=3, batch_size=4, lr=1e-3, warmup=1, checkpoint_every=3)
+    student = distill_denoiser(tiny_model_dir, str(make_image_folder(root)), root / "student",
+                               cfg, steps=4, substeps=2, guidance=4.0)  # fmt: skip
+    teacher = shutil.copytree(tiny_model_dir, root / "teacher")
+    return attach_student(teacher, student), student
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path)

@@ -86,23 +86,6 @@ def test_the_distill_command_writes_a_student_folder(
     assert bundle.training["denoiser"]["steps"] == 3
 
 
-@pytest.fixture(scope="module")
-def teacher_with_student(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A copy of the tiny model with a (briefly) distilled student attached, and the student's
-    own `latentkit distill` folder."""
-    import shutil
-
-    from latentkit.families.bundle import attach_student
-    from tests.conftest import make_image_folder
-
-    root = tmp_path_factory.mktemp("fast")
-    cfg = TrainConfig(steps=3, batch_size=4, lr=1e-3, warmup=1, checkpoint_every=3)
-    student = distill_denoiser(tiny_model_dir, str(make_image_folder(root)), root / "student",
-                               cfg, steps=4, substeps=2, guidance=4.0)  # fmt: skip
-    teacher = shutil.copytree(tiny_model_dir, root / "teacher")
-    return attach_student(teacher, student), student
-
-
 def test_fast_samples_with_the_attached_student(teacher_with_student, tiny_model_dir: Path):
     teacher, student = teacher_with_student
     fast = Pipeline.load(teacher, device="cpu", fast=True)

@@ -7,6 +7,7 @@ A screenshot of each step goes to test-artifacts/ (git-ignored); any console err
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import threading
@@ -47,9 +48,15 @@ def studio_app(pipe, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def server_url(studio_app):
+    with serving(studio_app) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(app):
+    """Run `app` on a free port in a thread; yields its URL, then stops it."""
     import uvicorn
 
-    app = studio_app
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -57,10 +64,12 @@ def server_url(studio_app):
     deadline = time.monotonic() + 30
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -391,3 +400,26 @@ def test_usable_on_a_390_pixel_wide_phone(browser, server_url: str) -> None:
     shot(page, "10-phone")
     assert page.errors == []  # type: ignore[attr-defined]
     page.close()
+
+
+def test_the_fast_box_samples_with_the_models_student(browser, teacher_with_student, tmp_path):
+    from latentkit.pipeline import Pipeline
+    from latentkit.server import create_app
+
+    teacher, _ = teacher_with_student
+    fast_id = Pipeline.load(teacher, device="cpu", fast=True).model_id
+    app = create_app(outputs=tmp_path / "out", pipe=Pipeline.load(teacher, device="cpu"))
+    with serving(app) as url:
+        page = open_page(browser, url)
+        assert page.is_visible("#fast")
+        page.check("#fast")
+        assert (page.input_value("#steps"), page.input_value("#cfg")) == ("4", "1")
+        page.click("#generate")
+        wait_done(page)
+        made = page.evaluate("fetch('api/gallery').then((r) => r.json())")
+        assert made[0]["recipe"]["model"] == fast_id and made[0]["recipe"]["steps"] == 4
+        page.uncheck("#fast")
+        assert page.input_value("#steps") == "4"  # the tiny teacher's own default is 4 too
+        assert page.input_value("#cfg") == "3"
+        assert page.errors == []
+        page.close()
