@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from latentkit.data.buckets import MemoryLatents
-from latentkit.data.captions import caption_phrasings, emoji_keywords
+from latentkit.data.captions import caption_phrasings, emoji_keywords, sentence_phrasings
 from latentkit.data.openmoji import list_named_emoji, test_split_mask
 from latentkit.errors import InvalidArgument
 from latentkit.eval.paraphrases import PARAPHRASES
@@ -14,11 +14,25 @@ from latentkit.eval.paraphrases import PARAPHRASES
 
 @pytest.fixture(scope="module")
 def phrasings() -> dict[str, list[str]]:
-    return {name: caption_phrasings(name, caption) for name, caption in list_named_emoji()}
+    """Every phrasing `--captions sentences` may train on (rich's and the sentences)."""
+    return {
+        name: caption_phrasings(name, caption) + sentence_phrasings(name, caption)
+        for name, caption in list_named_emoji()
+    }
+
+
+def test_sentences_hold_the_caption_with_the_right_article() -> None:
+    pizza = sentence_phrasings("1F355", "pizza")
+    assert len(pizza) == len(set(pizza)) == 3 and all("pizza" in s and s != "pizza" for s in pizza)
+    assert pizza == sentence_phrasings("1F355", "pizza")  # the same every run
+    apple = " ".join(
+        sentence_phrasings("1F34E", "red apple") + sentence_phrasings("1F34F", "apple")
+    )
+    assert "a red apple" in apple and "an apple" in apple and "a apple" not in apple
 
 
 def test_caption_comes_first_and_keywords_follow(phrasings) -> None:
-    pizza = phrasings["1F355"]
+    pizza = caption_phrasings("1F355", "pizza")
     assert pizza[0] == "pizza"
     assert any("cheese" in p for p in pizza[1:])
     assert len(pizza) == len(set(pizza)) >= 3
@@ -72,3 +86,16 @@ def test_memory_latents_rephrase_at_the_given_rate() -> None:
 def test_memory_latents_need_one_phrasing_list_per_caption() -> None:
     with pytest.raises(InvalidArgument, match="2 phrasing lists for 3 captions"):
         MemoryLatents(torch.zeros(3, 4, 2, 2), ["a", "b", "c"], [[], []])
+
+
+def test_sentences_style_adds_sentences_to_the_rich_phrasings() -> None:
+    from types import SimpleNamespace
+
+    from latentkit.train.commands import training_phrasings
+
+    images = SimpleNamespace(names=["1F355"], captions=["pizza"])
+    rich = training_phrasings("openmoji", images, "rich")[0]
+    sentences = training_phrasings("openmoji", images, "sentences")[0]
+    assert sentences == rich + sentence_phrasings("1F355", "pizza")
+    with pytest.raises(InvalidArgument, match="sentences"):
+        training_phrasings("openmoji", images, "prose")

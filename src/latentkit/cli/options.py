@@ -119,7 +119,11 @@ ClipBatchOpt = Annotated[int, typer.Option(help="Clips per step.")]
 LrOpt = Annotated[float, typer.Option(help="Learning rate.")]
 EmaOpt = Annotated[float, typer.Option(help="EMA decay.")]
 CaptionsOpt = Annotated[
-    str, typer.Option(help="name: each emoji's name; rich: also keywords and aliases (OpenMoji).")
+    str,
+    typer.Option(
+        help="name: each emoji's name; rich: also keywords and aliases; sentences: also the name "
+        'inside sentences ("a picture of a cat face"); rich and sentences need OpenMoji.'
+    ),
 ]
 CaptionDropoutOpt = Annotated[float, typer.Option(help="Share of empty captions.")]
 TrainSeedOpt = Annotated[int, typer.Option(help="Seed for init and every random draw.")]

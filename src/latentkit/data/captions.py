@@ -19,7 +19,7 @@ import emoji
 
 from latentkit.data.openmoji import VS16, base_name, caption_for
 
-__all__ = ["caption_phrasings", "emoji_keywords", "emoji_text"]
+__all__ = ["caption_phrasings", "emoji_keywords", "emoji_text", "sentence_phrasings"]
 
 # How many keyword-only phrasings each emoji gets, and how many keywords each one holds.
 KEYWORD_PHRASINGS = 2
@@ -62,6 +62,37 @@ def caption_phrasings(name: str, caption: str) -> list[str]:
     if alias and alias not in (caption, base_caption):
         phrasings.append(_join(alias, modifier))
     return list(dict.fromkeys(phrasings))
+
+
+# How people type prompts: the emoji's words inside a sentence, not alone or as a keyword list.
+# No bare "a {c}": the paraphrase set holds such prompts, and none of its prompts is trained on.
+SENTENCES = (
+    "a picture of {a} {c}",
+    "an icon of {a} {c}",
+    "an emoji of {a} {c}",
+    "{a} {c} with {k}",
+    "{a} {c}, {k} and {k2}",
+    "a drawing of {a} {c}",
+)
+SENTENCE_PHRASINGS = 3
+
+
+def sentence_phrasings(name: str, caption: str) -> list[str]:
+    """The caption inside sentences ("a picture of a pizza", "a cat face with kitty"),
+    deterministic per name: a model (or a distilled student) that has seen only names and
+    keyword lists meets a sentence as text it never saw, and user prompts are sentences."""
+    rng = random.Random(f"sentences:{name}")
+    base = base_name(name)
+    keywords = [k for k in _keywords(name, base) if k not in caption] or [caption]
+    out = []
+    for template in rng.sample(SENTENCES, SENTENCE_PHRASINGS):
+        k, k2 = rng.sample(keywords, 2) if len(keywords) > 1 else keywords * 2
+        out.append(template.format(a=_article(caption), c=caption, k=k, k2=k2))
+    return list(dict.fromkeys(out))
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def _keywords(name: str, base: str | None) -> list[str]:

@@ -223,11 +223,12 @@ def train_and_write_denoiser(
     return write(result.ema, result, time.process_time() - cpu_start)
 
 
-CAPTION_STYLES = ("name", "rich")
+CAPTION_STYLES = ("name", "rich", "sentences")
 
 
 def training_phrasings(data: str, images, style: str) -> list[list[str]] | None:
-    """Other phrasings per image for `--captions rich` (OpenMoji only: they come from its names)."""
+    """Other phrasings per image for `--captions rich` (keywords, aliases) or `sentences` (also
+    the name inside sentences); OpenMoji only: they come from its names."""
     if style not in CAPTION_STYLES:
         raise InvalidArgument(
             f"--captions must be one of {', '.join(CAPTION_STYLES)}, got {style!r}"
@@ -238,10 +239,11 @@ def training_phrasings(data: str, images, style: str) -> list[list[str]] | None:
         raise InvalidArgument(
             "--captions rich needs --data openmoji (its phrasings come from emoji names)"
         )
-    from latentkit.data.captions import caption_phrasings
+    from latentkit.data.captions import caption_phrasings, sentence_phrasings
 
     return [
         caption_phrasings(name, caption)[1:]
+        + (sentence_phrasings(name, caption) if style == "sentences" else [])
         for name, caption in zip(images.names, images.captions, strict=True)
     ]
 
