@@ -6,8 +6,9 @@ table and writes JSON.
     python benchmarks/generate_cpu.py [--model DIR] [--batches 1,16] [--threads 2]
         [--steps 25 --cfg 4] [--repeats 3] [--no-cold]
 
-`--steps 4 --cfg 1` times a distilled student's settings (one network call a step); the figure
-per batch is the median of `--repeats` runs.
+`--steps 4 --cfg 1` times a distilled student's settings (one network call a step); `--fast`
+times the student a model carries, at its own steps and cfg. The figure per batch is the median
+of `--repeats` runs.
 """
 
 import argparse
@@ -72,13 +73,18 @@ def main() -> None:
     ap.add_argument("--batches", default="1,16,64")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/generate_cpu.json")
-    ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--cfg", type=float, default=4.0)
+    ap.add_argument("--steps", type=int, default=None, help="default: 25 (--fast: the student's)")
+    ap.add_argument("--cfg", type=float, default=None, help="default: 4 (--fast: the student's)")
+    ap.add_argument("--fast", action="store_true", help="the model's distilled student")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--no-cold", dest="cold", action="store_false", help="skip the cold starts")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = Pipeline.load(args.model, device="cpu")
+    pipe = Pipeline.load(args.model, device="cpu", fast=args.fast)
+    if args.steps is None:
+        args.steps = pipe.defaults.steps if args.fast else 25
+    if args.cfg is None:
+        args.cfg = pipe.defaults.cfg if args.fast else 4.0
     pipe.generate("warm up", seed=0, steps=2)
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
@@ -90,7 +96,7 @@ def main() -> None:
         seconds = sorted(runs)[len(runs) // 2]
         rows.append({"batch": batch, "seconds": seconds, "images_per_s": batch / seconds,
                      "ms_per_image": 1000 * seconds / batch})  # fmt: skip
-    cold, runs, stages = cold_start(args.model) if args.cold else (None, [], {})
+    cold, runs, stages = cold_start(args.model) if args.cold and not args.fast else (None, [], {})
     print(
         f"{'batch':>6s} {'images/s':>9s} {'ms/image':>9s}"
         f"   (CPU, {args.threads} threads, {args.steps} steps, cfg {args.cfg:g})"
@@ -103,8 +109,8 @@ def main() -> None:
     for stage, seconds in stages.items():
         print(f"  {stage:45s} {seconds:5.2f} s")
     with open(args.out, "w") as f:
-        json.dump({"model": pipe.model_id, "threads": args.threads, "steps": args.steps,
-                   "cfg": args.cfg, "repeats": args.repeats, "rows": rows,
+        json.dump({"model": pipe.model_id, "fast": args.fast, "threads": args.threads,
+                   "steps": args.steps, "cfg": args.cfg, "repeats": args.repeats, "rows": rows,
                    "cold_start_s": cold, "cold_start_runs_s": runs,
                    "cold_start_stages_s": stages}, f, indent=2)  # fmt: skip
 
