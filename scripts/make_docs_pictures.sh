@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 d=docs/img
 mkdir -p "$d"
 python scripts/sample_grid.py "$d/samples.png"
+python scripts/sample_grid.py "$d/samples-fast.png" --fast
 latentkit interpolate "grinning face" "cat face" "red apple" --frames 24 --seed 3 --even --out "$d/morph.gif"
 latentkit interpolate seed:1 seed:2 --prompt "smiling face with sunglasses" --frames 16 --out "$d/seeds.gif"
 latentkit generate "grinning face" --seed 5 --out /tmp/lk-face.png

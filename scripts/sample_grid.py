@@ -1,4 +1,9 @@
-"""A grid of samples from the shipped model: one row per prompt, one column per seed."""
+"""A grid of samples from the shipped model: one row per prompt, one column per seed.
+
+    python scripts/sample_grid.py docs/img/samples.png [--fast]
+
+`--fast` draws with the model's 4-step student instead (the same prompts and seeds).
+"""
 
 import sys
 
@@ -13,7 +18,7 @@ PROMPTS = [
 ]  # fmt: skip
 
 if __name__ == "__main__":
-    pipe = Pipeline.load()
+    pipe = Pipeline.load(fast="--fast" in sys.argv[2:])
     rows = []
     for prompt in PROMPTS:
         images = pipe.generate(prompt, seed=0, n=6).images
