@@ -315,7 +315,7 @@ def fast_variant(bundle: Bundle, manifest: dict[str, Any], root: Path) -> Bundle
     return replace(
         bundle,
         denoiser=bundle.student,
-        sampling={**bundle.sampling, **bundle.student_info.get("sampling", {})},
+        sampling=student_sampling(bundle),
         model_id=fast_model_id(manifest),
         student=None,
         student_info={},
@@ -334,6 +334,11 @@ def reading_model_files(root: Path) -> Iterator[None]:
         raise ModelFileError(f"weights in {root} do not match latentkit.json: {detail}") from None
     except LatentkitError as e:
         raise ModelFileError(f"{root / MANIFEST}: {e}") from None
+
+
+def student_sampling(bundle: Bundle) -> dict[str, Any]:
+    """The settings `--fast` samples at: the teacher's, overridden by the student's own."""
+    return {**bundle.sampling, **bundle.student_info.get("sampling", {})}
 
 
 def fast_model_id(manifest: dict[str, Any]) -> str:

@@ -63,6 +63,10 @@ class ModelShelf:
             self.loaded[name] = (pipe, size)
             return pipe
 
+    def fast_name_of(self, path: Path | None) -> str | None:
+        """The name under which the `--fast` variant of the model at `path` is offered."""
+        return next((n for n in sorted(self.fast) if self.offered[n] == path), None)
+
     def make_room(self, size: int) -> None:
         while self.loaded and sum(s for _, s in self.loaded.values()) + size > self.budget:
             self.loaded.popitem(last=False)

@@ -61,20 +61,20 @@ async def model_info(st: StudioDep) -> dict[str, Any]:
         "fingerprint": pipe.fingerprint(),
         "video": vpipe is not None,
         "video_model": video_info(vpipe),
-        "fast": fast_info(pipe),
+        "fast": fast_info(pipe, st.models.fast_name_of(parts.source)),
     }
 
 
-def fast_info(pipe: Any) -> dict[str, Any] | None:
-    """The served model's `--fast` variant (its distilled student), which requests name as
-    their `model`, and the steps and cfg it was distilled for; None when it has none."""
-    from latentkit.families.bundle import folder_fast_model_id
+def fast_info(pipe: Any, fast_id: str | None) -> dict[str, Any] | None:
+    """The served model's `--fast` variant (its distilled student) as the server offers it
+    (`fast_id`, what requests name as their `model`), with the steps and cfg it was distilled
+    for; None when it has none."""
+    from latentkit.families.bundle import student_sampling
 
-    bundle, source = pipe.components.bundle, pipe.components.source
-    fast_id = folder_fast_model_id(source) if source is not None else None
-    if bundle is None or bundle.student is None or fast_id is None:
+    bundle = pipe.components.bundle
+    if fast_id is None or bundle is None or bundle.student is None:
         return None
-    sampling = {**bundle.sampling, **bundle.student_info.get("sampling", {})}
+    sampling = student_sampling(bundle)
     return {"model": fast_id, "steps": sampling.get("steps"), "cfg": sampling.get("cfg")}
 
 
