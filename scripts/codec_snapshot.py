@@ -5,7 +5,8 @@
         --latent-channels 8 --preset small
 
 The EMA weights are used (what the run writes when it ends); latent statistics are fitted on the
-training split, as the run does.
+training split, as the run does, or, for a `--decoder-only` run, taken from its --init folder
+(`--statistics-of FOLDER`), as the run does.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from safetensors import safe_open
 
 from latentkit.config import CODEC_PRESETS, CodecConfig, TextConfig, codec_channels_for, preset
 from latentkit.data.sources import training_images
-from latentkit.families.bundle import Bundle, save_bundle
+from latentkit.families.bundle import Bundle, load_bundle, save_bundle
 from latentkit.models.codec import Codec
 from latentkit.train.tasks import fit_codec_statistics
 
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--factor", type=int, default=8)
     parser.add_argument("--latent-channels", type=int, default=8)
     parser.add_argument("--preset", default="small")
+    parser.add_argument("--statistics-of", type=Path, default=None)
     args = parser.parse_args()
     kwargs = preset(CODEC_PRESETS, args.preset, "codec")
     kwargs["channels"] = codec_channels_for(args.factor, kwargs["channels"])
@@ -50,7 +52,12 @@ def main() -> None:
     weights, step = ema_weights(args.run)
     codec.vae.load_state_dict(weights)
     codec.eval()
-    fit_codec_statistics(codec, training_images("openmoji", args.size), torch.device("cpu"))
+    if args.statistics_of is None:
+        fit_codec_statistics(codec, training_images("openmoji", args.size), torch.device("cpu"))
+    else:
+        start = load_bundle(args.statistics_of).codec
+        for name in ("latent_shift", "latent_scale", "preview_weights"):
+            getattr(codec, name).copy_(getattr(start, name))
     training = {"codec": {"kind": "vae", "snapshot_of": str(args.run), "steps": step}}
     save_bundle(Bundle(codec=codec, text=TextConfig(), name=args.out.name, training=training),
                 args.out)  # fmt: skip

@@ -237,3 +237,40 @@ def test_vae_init_continues_from_committed_weights(trained_vae, tmp_path: Path) 
     with pytest.raises(InvalidArgument, match=r"--init .* has codec config"):
         train_vae(str(folder), tmp_path / "c", cfg(steps=1), init=vae,
                   **{**TINY, "latent_channels": 8})  # fmt: skip
+
+
+def test_vae_decoder_only_keeps_the_encoder_and_latent_statistics(
+    trained_vae, tmp_path: Path
+) -> None:
+    folder, vae = trained_vae
+    tuned = train_vae(str(folder), tmp_path / "dec", cfg(steps=5, lr=1e-2), init=vae,
+                      decoder_only=True, **TINY)  # fmt: skip
+    a, b = load_bundle(vae).codec.state_dict(), load_bundle(tuned).codec.state_dict()
+    encoder = [k for k in a if ".encoder." in k or ("quant_conv" in k and "post_" not in k)]
+    decoder = [k for k in a if ".decoder." in k]
+    assert encoder and decoder
+    assert all(torch.equal(a[k], b[k]) for k in encoder)
+    assert all(torch.equal(a[k], b[k]) for k in ("latent_shift", "latent_scale"))
+    assert any(not torch.equal(a[k], b[k]) for k in decoder)
+    assert load_bundle(tuned).training["codec"]["decoder_only"] is True
+    with pytest.raises(InvalidArgument, match=r"--decoder-only .* --init"):
+        train_vae(str(folder), tmp_path / "e", cfg(steps=1), decoder_only=True, **TINY)
+
+
+def test_a_decoder_fine_tune_swaps_in_and_any_other_codec_is_refused(
+    trained_vae, tmp_path: Path
+) -> None:
+    from latentkit.families.bundle import with_decoder_of
+
+    folder, vae = trained_vae
+    tuned = train_vae(str(folder), tmp_path / "dec", cfg(steps=3, lr=1e-2), init=vae,
+                      decoder_only=True, **TINY)  # fmt: skip
+    swapped = with_decoder_of(load_bundle(vae), load_bundle(tuned))
+    assert torch.equal(
+        swapped.codec.vae.decoder.conv_out.weight,
+        load_bundle(tuned).codec.vae.decoder.conv_out.weight,
+    )
+    assert swapped.training["codec"]["decoder_only"] is True
+    retrained = train_vae(str(folder), tmp_path / "all", cfg(steps=3, lr=1e-2), init=vae, **TINY)
+    with pytest.raises(InvalidArgument, match="another encoder or latent statistics"):
+        with_decoder_of(load_bundle(vae), load_bundle(retrained))

@@ -61,6 +61,13 @@ def vae(
             help="Model folder whose VAE (same size, factor, channels, preset) to start from."
         ),
     ] = None,
+    decoder_only: Annotated[
+        bool,
+        typer.Option(
+            help="Train only the decoder of --init, keeping its encoder and latent statistics "
+            "(denoisers trained on its latents stay valid)."
+        ),
+    ] = False,
 ) -> None:
     """Train the autoencoder; writes a codec-only model folder with its latent statistics."""
     cfg = common.train_config(
@@ -69,7 +76,7 @@ def vae(
     )  # fmt: skip
     path = train_vae(
         data, out, cfg, size=size, factor=factor, latent_channels=latent_channels,
-        preset_name=preset, resume=resume, device=device, init=init,
+        preset_name=preset, resume=resume, device=device, init=init, decoder_only=decoder_only,
     )  # fmt: skip
     typer.echo(f"wrote {path}")
 

@@ -132,6 +132,31 @@ def shipped_model(kind: str = "image") -> Path:
     )
 
 
+ENCODER_PARTS = ("encoder.", "quant_conv.")
+
+
+def with_decoder_of(bundle: Bundle, tuned: Bundle) -> Bundle:
+    """`bundle` with the codec of `tuned`, a decoder-only fine-tune of the same encoder
+    (`train vae --decoder-only`): the denoiser's latents mean the same thing under both, so it
+    needs no retraining. Refused when the encoder or the latent statistics differ."""
+    old, new = bundle.codec, tuned.codec
+    if to_dict(old.config) != to_dict(new.config):
+        raise InvalidArgument(
+            f"the codec to swap in has config {to_dict(new.config)}, the model's is "
+            f"{to_dict(old.config)}"
+        )
+    a, b = old.state_dict(), new.state_dict()
+    kept = [k for k in a if k.startswith(("latent_", *(f"vae.{p}" for p in ENCODER_PARTS)))]
+    changed = [k for k in kept if not torch.equal(a[k].float(), b[k].float())]
+    if changed:
+        raise InvalidArgument(
+            f"the codec to swap in has another encoder or latent statistics ({changed[0]} "
+            "differs): only a decoder trained with --decoder-only on this model's codec fits"
+        )
+    training = {**bundle.training, "codec": tuned.training.get("codec", {})}
+    return replace(bundle, codec=new, training=training)
+
+
 def save_bundle(bundle: Bundle, path: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Save weights (cast to `dtype` if given, e.g. fp16 for shipping), manifest last."""
     spec = KINDS[bundle.kind]

@@ -93,9 +93,15 @@ def train_vae(
     resume: bool = False,
     device: str | None = None,
     init: Path | None = None,
+    decoder_only: bool = False,
 ) -> Path:
     """`init` starts from another folder's VAE of the same configuration: a codec trained in
-    stages continues from the last committed weights, which carry no optimizer state."""
+    stages continues from the last committed weights, which carry no optimizer state.
+    `decoder_only` trains the decoder alone and keeps the encoder and latent statistics of `init`,
+    so a denoiser trained on that codec's latents works unchanged with the new decoder (as Stable
+    Diffusion's fine-tuned decoders do)."""
+    if decoder_only and init is None:
+        raise InvalidArgument("--decoder-only fine-tunes an existing codec: pass --init FOLDER")
     dev = pick_device(device)
     kwargs = preset(CODEC_PRESETS, preset_name, "codec")
     kwargs["channels"] = codec_channels_for(factor, kwargs["channels"])
@@ -104,13 +110,18 @@ def train_vae(
     codec = seeded(cfg.seed, Codec.from_config, config)
     if init is not None:
         codec.load_state_dict(initial_codec(init, config).state_dict())
+    if decoder_only:
+        freeze_encoder(codec)
     result = train(VAETask(codec, images, dev), cfg, out, resume=resume, device=dev, desc="vae")
     if not processes().is_main:
         return out
     codec.vae.load_state_dict(result.ema.state_dict())
     codec = codec.to(dev).eval()
     extra = {} if init is None else {"init": initial_provenance(init, "codec")}
-    fit_codec_statistics(codec, images, dev)
+    if decoder_only:
+        extra["decoder_only"] = True
+    else:
+        fit_codec_statistics(codec, images, dev)
     bundle = Bundle(
         codec=codec.cpu(),
         text=TextConfig(),
@@ -118,6 +129,14 @@ def train_vae(
         training={"codec": {**provenance("vae", data, len(images), cfg, result, dev), **extra}},
     )
     return save_bundle(bundle, out)
+
+
+def freeze_encoder(codec: Codec) -> None:
+    """Everything that maps pixels to latents stops learning; the training loop optimises only
+    parameters that require gradients."""
+    for module in (codec.vae.encoder, codec.vae.quant_conv):
+        if module is not None:
+            module.requires_grad_(False)
 
 
 def train_denoiser(
