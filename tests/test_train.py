@@ -204,6 +204,10 @@ def test_pooled_token_training_starts_from_a_model_without_it(trained_vae, tmp_p
     assert load_bundle(path).denoiser.config.pooled_token
     assert not load_bundle(plain).denoiser.config.pooled_token  # older folders read as before
     assert Pipeline.load(path, device="cpu").generate("a square", seed=0, steps=2).images
+    with pytest.raises(InvalidArgument, match="add --pooled-token"):  # not a state_dict traceback
+        train_denoiser(vae, str(folder), tmp_path / "again", cfg(steps=1), preset_name="tiny",
+                       init=path)  # fmt: skip
+    assert not (tmp_path / "again" / "checkpoint").exists()
 
 
 def test_init_from_a_codec_with_other_latent_channels_keeps_the_transformer_body(

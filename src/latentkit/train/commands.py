@@ -280,6 +280,11 @@ def initial_denoiser(init: Path, config: DenoiserConfig, seed: int = 0) -> Denoi
     start = load_bundle(init).denoiser
     if start is None:
         raise InvalidArgument(f"--init {init} has no denoiser to start from")
+    if start.config.pooled_token and not config.pooled_token:
+        raise InvalidArgument(
+            f"--init {init} reads the prompt's sentence vector (pooled token); "
+            "add --pooled-token to keep it"
+        )
     lenient = dict(pooled_token=config.pooled_token, latent_channels=config.latent_channels)
     if replace(start.config, **lenient) != config:
         raise InvalidArgument(
