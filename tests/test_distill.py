@@ -177,3 +177,42 @@ def test_eval_fast_needs_a_student(tiny_model_dir: Path, tmp_path: Path, capsys)
     out = str(tmp_path / "e.json")
     assert main(["eval", str(tiny_model_dir), "--fast", "--out", out, "--device", "cpu"]) == 2
     assert "no distilled student for --fast" in capsys.readouterr().err
+
+
+def test_a_student_can_start_from_an_earlier_student(
+    teacher_with_student, tiny_model_dir: Path, image_folder: Path, tmp_path: Path
+) -> None:
+    from latentkit.train.distill import initial_student
+
+    _, earlier = teacher_with_student
+    teacher = load_bundle(tiny_model_dir).denoiser
+    start = initial_student(earlier, teacher).state_dict()
+    saved, base = load_bundle(earlier).denoiser.state_dict(), teacher.state_dict()
+    assert all(torch.equal(start[k], saved[k]) for k in saved)
+    assert any(not torch.equal(start[k], base[k]) for k in base)
+    cfg = TrainConfig(steps=2, batch_size=4, lr=1e-3, warmup=1, checkpoint_every=2)
+    out = distill_denoiser(tiny_model_dir, str(image_folder), tmp_path / "again", cfg,
+                           steps=4, substeps=2, init=earlier)  # fmt: skip
+    record = load_bundle(out).training["denoiser"]["init"]
+    assert (
+        record["sha256"]
+        == json.loads((earlier / "latentkit.json").read_text())["denoiser"]["sha256"]
+    )
+
+
+def test_a_student_of_another_architecture_is_refused(tiny_model_dir: Path, tmp_path: Path):
+    from dataclasses import replace
+
+    from latentkit.errors import InvalidArgument
+    from latentkit.families.bundle import save_bundle
+    from latentkit.models.denoiser import Denoiser
+    from latentkit.train.distill import initial_student
+
+    bundle = load_bundle(tiny_model_dir)
+    other = Denoiser(replace(bundle.denoiser.config, layers=1))
+    folder = save_bundle(replace(bundle, denoiser=other), tmp_path / "other")
+    with pytest.raises(InvalidArgument, match="the teacher has"):
+        initial_student(folder, bundle.denoiser)
+    with pytest.raises(InvalidArgument, match="no denoiser"):
+        initial_student(save_bundle(replace(bundle, denoiser=None), tmp_path / "vae"),
+                        bundle.denoiser)  # fmt: skip

@@ -150,6 +150,13 @@ def distill(
             help="Also store the student inside --model's folder, where `generate --fast` finds it."
         ),
     ] = False,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start the student from this earlier student's folder (same architecture as "
+            "the teacher) instead of from the teacher.",
+        ),
+    ] = None,
 ) -> None:
     """Distil a latentkit model into a few-step student that samples at cfg 1 (pass its folder as
     --model)."""
@@ -167,6 +174,7 @@ def distill(
     path = distill_denoiser(
         model if model is not None else shipped_model(), data, out, cfg, steps=student_steps,
         substeps=substeps, guidance=teacher_cfg, resume=resume, device=device, captions=captions,
+        init=init,
     )  # fmt: skip
     typer.echo(f"wrote {path}")
     if attach:

@@ -1,6 +1,8 @@
 """`latentkit distill`: a few-step student from any latentkit model, guidance baked in.
 
-The student keeps the teacher's architecture and starts from its weights. Its schedule is the
+The student keeps the teacher's architecture and starts from its weights, or from an earlier
+student's (`init`), so a student can be refined for a teacher that trained further, and a CPU
+distillation can run in stages that each fit a session. Its schedule is the
 teacher's at `steps` (e.g. 4); for each interval [t_i, t_{i+1}] of it, one Euler step of the
 student is trained to land where `substeps` Euler steps of the guided teacher land from the same
 point (a direct k-to-1 progressive distillation, Salimans & Ho 2022, in flow time). The point is
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from latentkit.config import to_dict
 from latentkit.data.buckets import MemoryLatents
 from latentkit.data.sources import training_images
 from latentkit.diffusion.guidance import cfg_combine
@@ -120,6 +123,7 @@ def distill_denoiser(
     resume: bool = False,
     device: str | None = None,
     captions: str = "name",
+    init: Path | None = None,
 ) -> Path:
     """Train and write a `steps`-step student of the latentkit image model in `model_dir`; its
     folder samples with `steps` Euler steps at cfg 1 by default. `captions="rich"` also draws
@@ -147,16 +151,32 @@ def distill_denoiser(
         encoder.reserve(len(images) + sum(map(len, phrasings)) + 2)
     source = MemoryLatents(latents, images.captions, phrasings)
     times = flow_timesteps(steps, shift)
-    student = copy.deepcopy(teacher).train()
+    student = (copy.deepcopy(teacher) if init is None else initial_student(init, teacher)).train()
     task = DistillTask(student, teacher, source, encoder.encode, dev, times, substeps, scale, 0.1)
     student_sampling = {**sampling, "steps": steps, "cfg": 1.0, "sampler": "euler"}
     teacher_info = initial_provenance(model_dir, "denoiser")
     extra: dict[str, Any] = {"teacher": teacher_info, "student_steps": steps,
                              "teacher_substeps": substeps, "teacher_cfg": scale,
                              "captions": captions}  # fmt: skip
+    if init is not None:
+        extra["init"] = initial_provenance(init, "denoiser")
     config = teacher.config
     return train_and_write_denoiser(
         task, cfg, out, dev, resume=resume, kind="distill", data=data, n_items=len(images),
         base=replace(teacher_bundle, sampling=student_sampling), codec=codec,
         build=lambda: type(teacher)(config), save=save_bundle, extra=extra,
     )  # fmt: skip
+
+
+def initial_student(init: Path, teacher: nn.Module) -> nn.Module:
+    """The denoiser of an earlier student (or any model) to start from; it must read and write
+    exactly what the teacher does, since the student replaces the teacher when sampling."""
+    start = load_bundle(init, kind="image").denoiser
+    if start is None:
+        raise InvalidArgument(f"--init {init} has no denoiser to start the student from")
+    if start.config != teacher.config:
+        raise InvalidArgument(
+            f"--init {init} has denoiser config {to_dict(start.config)}, "
+            f"the teacher has {to_dict(teacher.config)}"
+        )
+    return start
