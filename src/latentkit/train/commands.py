@@ -313,8 +313,9 @@ def initial_codec(init: Path, config: CodecConfig) -> Codec:
 def initial_provenance(init: Path, part: str) -> dict:
     """What the starting model was trained with, so the chain of commands stays on record."""
     manifest = read_manifest(init)
+    training = manifest.get("training", {}).get(part) or manifest[part].get("training")
     return {"model": manifest.get("name"), "sha256": manifest[part]["sha256"],
-            "training": manifest.get("training", {}).get(part)}  # fmt: skip
+            "training": training}  # fmt: skip
 
 
 def cached_latents(

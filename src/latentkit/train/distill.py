@@ -151,7 +151,8 @@ def distill_denoiser(
         encoder.reserve(len(images) + sum(map(len, phrasings)) + 2)
     source = MemoryLatents(latents, images.captions, phrasings)
     times = flow_timesteps(steps, shift)
-    student = (copy.deepcopy(teacher) if init is None else initial_student(init, teacher)).train()
+    student, part = (copy.deepcopy(teacher), "") if init is None else initial_student(init, teacher)
+    student = student.train()
     task = DistillTask(student, teacher, source, encoder.encode, dev, times, substeps, scale, 0.1)
     student_sampling = {**sampling, "steps": steps, "cfg": 1.0, "sampler": "euler"}
     teacher_info = initial_provenance(model_dir, "denoiser")
@@ -159,7 +160,7 @@ def distill_denoiser(
                              "teacher_substeps": substeps, "teacher_cfg": scale,
                              "captions": captions}  # fmt: skip
     if init is not None:
-        extra["init"] = initial_provenance(init, "denoiser")
+        extra["init"] = {**initial_provenance(init, part), "part": part}
     config = teacher.config
     return train_and_write_denoiser(
         task, cfg, out, dev, resume=resume, kind="distill", data=data, n_items=len(images),
@@ -168,15 +169,19 @@ def distill_denoiser(
     )  # fmt: skip
 
 
-def initial_student(init: Path, teacher: nn.Module) -> nn.Module:
-    """The denoiser of an earlier student (or any model) to start from; it must read and write
-    exactly what the teacher does, since the student replaces the teacher when sampling."""
-    start = load_bundle(init, kind="image").denoiser
+def initial_student(init: Path, teacher: nn.Module) -> tuple[nn.Module, str]:
+    """The earlier student to start from, and which part of `init`'s manifest it is: the student
+    attached to a model folder (`student/`), else the folder's own denoiser (a `latentkit
+    distill` output). It must read and write exactly what the teacher does, since the student
+    replaces the teacher when sampling."""
+    bundle = load_bundle(init, kind="image")
+    part, start = ("student", bundle.student) if bundle.student is not None else (
+        "denoiser", bundle.denoiser)  # fmt: skip
     if start is None:
         raise InvalidArgument(f"--init {init} has no denoiser to start the student from")
     if start.config != teacher.config:
         raise InvalidArgument(
-            f"--init {init} has denoiser config {to_dict(start.config)}, "
+            f"--init {init} has {part} config {to_dict(start.config)}, "
             f"the teacher has {to_dict(teacher.config)}"
         )
-    return start
+    return start, part
