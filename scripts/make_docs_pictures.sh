@@ -10,12 +10,16 @@ latentkit interpolate "grinning face" "cat face" "red apple" --frames 24 --seed 
 latentkit interpolate seed:1 seed:2 --prompt "smiling face with sunglasses" --frames 16 --out "$d/seeds.gif"
 latentkit generate "grinning face" --seed 5 --out /tmp/lk-face.png
 latentkit img2img /tmp/lk-face.png "red heart" --strength 0.6 --seed 5 --out "$d/img2img.png"
-python - <<'PY'
+# The mask covers the lower middle (the mouth) at whatever size the shipped model draws.
+s=$(python -c "from PIL import Image; print(Image.open('/tmp/lk-face.png').width)")
+python - "$s" <<'PY'
+import sys
 from PIL import Image
-m = Image.new("L", (32, 32), 0); m.paste(255, (8, 16, 24, 32)); m.save("/tmp/lk-mask.png")
+s = int(sys.argv[1]); m = Image.new("L", (s, s), 0); m.paste(255, (s // 4, s // 2, 3 * s // 4, s))
+m.save("/tmp/lk-mask.png")
 PY
 latentkit inpaint /tmp/lk-face.png /tmp/lk-mask.png "face with open mouth" --seed 2 --out "$d/inpaint.png"
-latentkit outpaint /tmp/lk-face.png --right 16 --prompt "grinning face" --seed 2 --out "$d/outpaint.png"
+latentkit outpaint /tmp/lk-face.png --right $((s / 2)) --prompt "grinning face" --seed 2 --out "$d/outpaint.png"
 latentkit invert /tmp/lk-face.png --prompt "grinning face" --steps 50 --out /tmp/lk-noise.safetensors
 latentkit generate --noise /tmp/lk-noise.safetensors --out "$d/inverted.png"
 latentkit generate --noise /tmp/lk-noise.safetensors "angry face" --out "$d/inverted-edit.png"
