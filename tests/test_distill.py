@@ -186,9 +186,9 @@ def test_a_student_can_start_from_an_earlier_student(
 
     _, earlier = teacher_with_student
     teacher = load_bundle(tiny_model_dir).denoiser
-    start, part = initial_student(earlier, teacher)
+    start, origin = initial_student(earlier, teacher)
     start = start.state_dict()
-    assert part == "denoiser"
+    assert origin["part"] == "denoiser"
     saved, base = load_bundle(earlier).denoiser.state_dict(), teacher.state_dict()
     assert all(torch.equal(start[k], saved[k]) for k in saved)
     assert any(not torch.equal(start[k], base[k]) for k in base)
@@ -227,9 +227,9 @@ def test_a_model_with_an_attached_student_lends_the_student(
 
     teacher_dir, student_dir = teacher_with_student
     bundle = load_bundle(teacher_dir)
-    start, part = initial_student(teacher_dir, bundle.denoiser)
+    start, origin = initial_student(teacher_dir, bundle.denoiser)
     want = load_bundle(student_dir).denoiser.state_dict()
-    assert part == "student"
+    assert origin["part"] == "student"
     assert all(torch.equal(start.state_dict()[k], want[k]) for k in want)
     cfg = TrainConfig(steps=1, batch_size=4, lr=1e-3, warmup=1, checkpoint_every=1)
     out = distill_denoiser(teacher_dir, str(image_folder), tmp_path / "next", cfg,

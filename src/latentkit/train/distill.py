@@ -135,6 +135,9 @@ def distill_denoiser(
     teacher = teacher_bundle.denoiser
     if teacher is None:
         raise InvalidArgument(f"{model_dir} has no denoiser to distill")
+    # A wrong --init is refused before the latents are encoded and the text encoder loads.
+    student, origin = (copy.deepcopy(teacher), None) if init is None else initial_student(
+        init, teacher)  # fmt: skip
     sampling = teacher_bundle.sampling
     scale = check_finite("guidance", guidance if guidance is not None else sampling.get("cfg", 4.0),
                          low=0.0)  # fmt: skip
@@ -151,16 +154,16 @@ def distill_denoiser(
         encoder.reserve(len(images) + sum(map(len, phrasings)) + 2)
     source = MemoryLatents(latents, images.captions, phrasings)
     times = flow_timesteps(steps, shift)
-    student, part = (copy.deepcopy(teacher), "") if init is None else initial_student(init, teacher)
-    student = student.train()
-    task = DistillTask(student, teacher, source, encoder.encode, dev, times, substeps, scale, 0.1)
+    task = DistillTask(
+        student.train(), teacher, source, encoder.encode, dev, times, substeps, scale, 0.1
+    )
     student_sampling = {**sampling, "steps": steps, "cfg": 1.0, "sampler": "euler"}
     teacher_info = initial_provenance(model_dir, "denoiser")
     extra: dict[str, Any] = {"teacher": teacher_info, "student_steps": steps,
                              "teacher_substeps": substeps, "teacher_cfg": scale,
                              "captions": captions}  # fmt: skip
-    if init is not None:
-        extra["init"] = {**initial_provenance(init, part), "part": part}
+    if origin is not None:
+        extra["init"] = origin
     config = teacher.config
     return train_and_write_denoiser(
         task, cfg, out, dev, resume=resume, kind="distill", data=data, n_items=len(images),
@@ -169,11 +172,11 @@ def distill_denoiser(
     )  # fmt: skip
 
 
-def initial_student(init: Path, teacher: nn.Module) -> tuple[nn.Module, str]:
-    """The earlier student to start from, and which part of `init`'s manifest it is: the student
-    attached to a model folder (`student/`), else the folder's own denoiser (a `latentkit
-    distill` output). It must read and write exactly what the teacher does, since the student
-    replaces the teacher when sampling."""
+def initial_student(init: Path, teacher: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+    """The earlier student to start from, and its provenance for the manifest (with `part`:
+    the student attached to a model folder, `student/`, else the folder's own denoiser, a
+    `latentkit distill` output). It must read and write exactly what the teacher does, since
+    the student replaces the teacher when sampling."""
     bundle = load_bundle(init, kind="image")
     part, start = ("student", bundle.student) if bundle.student is not None else (
         "denoiser", bundle.denoiser)  # fmt: skip
@@ -184,4 +187,4 @@ def initial_student(init: Path, teacher: nn.Module) -> tuple[nn.Module, str]:
             f"--init {init} has {part} config {to_dict(start.config)}, "
             f"the teacher has {to_dict(teacher.config)}"
         )
-    return start, part
+    return start, {**initial_provenance(init, part), "part": part}
