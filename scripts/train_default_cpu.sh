@@ -1,15 +1,11 @@
 #!/usr/bin/env bash
-# The exact commands that trained the shipped CPU preview model (2 CPU cores, no GPU).
-# The VAE ran 10 minutes, then was resumed to a 30-minute total; the denoiser ran 30 minutes,
-# then was resumed to a 55-minute total (--minutes counts the whole run, across resumes).
-# Then the denoiser trained 80 more minutes from those weights (--init) on several phrasings of
-# each caption (--captions rich: the name, CLDR/emojilib keywords, aliases): version 2.
-# Version 3 continued from version 2 exactly as shipped (fp16) for 105 minutes, conditioned on
-# MiniLM's pooled sentence vector as well as its tokens (--pooled-token).
-# Its 4-step student (`--fast`) was distilled from it exactly as shipped: 795 steps on the rich
-# captions (the run was stopped there by hand; --steps 795 reproduces it, the learning rate being
-# constant), then resumed to a 95-minute total with the names also inside sentences
-# (--captions sentences), and attached to the shipped folder.
+# The exact commands that trained the shipped CPU model (2 CPU cores, no GPU), in order.
+# --minutes counts the whole run, across resumes. Each stage that crossed a session was committed
+# under stages/ (fp16) and the next one continued from those weights (--init).
+#
+# 1. The 32 px model (shipped until 2026-12-03): a 32 px f4 VAE, a denoiser on the names, then on
+#    several phrasings of each caption (--captions rich), then also reading MiniLM's pooled
+#    sentence vector (--pooled-token). Its transformer body starts the 64 px denoiser below.
 set -euo pipefail
 latentkit train vae --out runs/cpu-vae --size 32 --factor 4 --preset small \
   --steps 100000 --minutes 10 --batch 32 --checkpoint-every 200
@@ -26,10 +22,46 @@ python scripts/ship_model.py runs/cpu-rich2 runs/cpu-v2
 latentkit train denoiser --codec runs/cpu-v2 --init runs/cpu-v2 --captions rich --pooled-token \
   --out runs/cpu-pooled --preset small --steps 100000 --minutes 105 --batch 32 --lr 3e-4 \
   --ema 0.998 --checkpoint-every 200
-python scripts/ship_model.py runs/cpu-pooled src/latentkit/weights/default
-cp -r src/latentkit/weights/default runs/teacher
-latentkit distill --model runs/teacher --out runs/fast-pooled --captions rich --steps 795 \
-  --minutes 95 --batch 32 --substeps 4 --lr 1e-4 --checkpoint-every 100
-latentkit distill --model runs/teacher --out runs/fast-pooled --resume --captions sentences \
-  --steps 5000 --minutes 95 --batch 32 --substeps 4 --lr 1e-4 --checkpoint-every 100
-python -c "from latentkit.families.bundle import attach_student as a; a('src/latentkit/weights/default', 'runs/fast-pooled')"
+python scripts/ship_model.py runs/cpu-pooled runs/cpu-32px
+
+# 2. The 64 px codec: factor 8, 8 latent channels (8x8x8 latents, 24x fewer values), then its
+#    decoder fine-tuned alone (same encoder and latent statistics).
+latentkit train vae --out runs/vae64c8 --size 64 --factor 8 --latent-channels 8 --preset small \
+  --steps 100000 --minutes 128 --batch 32 --checkpoint-every 100
+python -c "import torch; from latentkit.families.bundle import load_bundle, save_bundle; b = load_bundle('runs/vae64c8'); b.name = 'vae64-c8'; save_bundle(b, 'stages/vae64-c8', dtype=torch.float16)"
+latentkit train vae --init stages/vae64-c8 --decoder-only --out runs/vae64c8-dec --size 64 \
+  --factor 8 --latent-channels 8 --preset small --steps 100000 --minutes 105 --batch 32 \
+  --checkpoint-every 100
+python -c "import torch; from latentkit.families.bundle import load_bundle, save_bundle; b = load_bundle('runs/vae64c8-dec'); b.name = 'vae64c8-dec'; save_bundle(b, 'stages/vae64-c8-dec', dtype=torch.float16)"
+
+# 3. The 64 px denoiser in stages, each from the last committed one, trained on vae64-c8's
+#    latents; ship_model.py swaps the fine-tuned decoder in (fp16, 25 steps, cfg 3).
+latentkit train denoiser --codec stages/vae64-c8 --init runs/cpu-32px --captions sentences \
+  --pooled-token --out runs/d64 --preset small --steps 100000 --minutes 110 --batch 32 \
+  --lr 4e-4 --ema 0.998 --checkpoint-every 200
+python scripts/ship_model.py runs/d64 stages/den64-s1 --codec stages/vae64-c8-dec
+latentkit train denoiser --codec stages/vae64-c8 --init stages/den64-s1 --captions sentences \
+  --pooled-token --out runs/d64s2 --preset small --steps 100000 --minutes 118 --batch 32 \
+  --lr 4e-4 --ema 0.998 --checkpoint-every 200
+python scripts/ship_model.py runs/d64s2 stages/den64-s2 --codec stages/vae64-c8-dec
+latentkit train denoiser --codec stages/vae64-c8 --init stages/den64-s2 --captions sentences \
+  --pooled-token --out runs/d64s3 --preset small --steps 100000 --minutes 125 --batch 32 \
+  --lr 4e-4 --ema 0.998 --checkpoint-every 200
+python scripts/ship_model.py runs/d64s3 stages/den64-s3 --codec stages/vae64-c8-dec
+
+# 4. The 4-step student (`--fast`): stage 1's student, distilled from den64-s1, then continued
+#    (--init) against den64-s2: 622 steps (19 minutes on two threads), then resumed on one thread
+#    to a 146-minute total (2,879 steps). It is attached to stage 2 and to the shipped stage 3.
+latentkit distill --model stages/den64-s1 --out runs/fast64 --captions sentences --steps 5000 \
+  --minutes 108 --batch 32 --substeps 4 --lr 1e-4 --checkpoint-every 100
+python -c "from latentkit.families.bundle import attach_student as a; a('stages/den64-s1', 'runs/fast64')"
+latentkit distill --model stages/den64-s2 --init stages/den64-s1 --out runs/fast64-s2 \
+  --captions sentences --steps 622 --batch 32 --substeps 4 --lr 1e-4 --checkpoint-every 100
+latentkit distill --model stages/den64-s2 --init stages/den64-s1 --out runs/fast64-s2 \
+  --captions sentences --steps 5000 --minutes 146 --batch 32 --substeps 4 --lr 1e-4 \
+  --checkpoint-every 100 --resume
+python -c "from latentkit.families.bundle import attach_student as a; a('stages/den64-s2', 'runs/fast64-s2')"
+
+# 5. Ship stage 3 with the student.
+python scripts/ship_model.py runs/d64s3 src/latentkit/weights/default --codec stages/vae64-c8-dec
+python -c "from latentkit.families.bundle import attach_student as a; a('src/latentkit/weights/default', 'runs/fast64-s2')"

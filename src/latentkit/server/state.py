@@ -40,7 +40,7 @@ class Source:
 
 def default_max_work(pipe: Pipeline) -> int:
     """Pixel-steps one request may cost: 16 images at twice the model's side at 50 steps (16
-    images of 64x64 at 50 steps for the shipped 32 px model)."""
+    images of 128x128 at 50 steps for the shipped 64 px model)."""
     return 16 * (2 * pipe.image_size) ** 2 * 50
 
 
@@ -132,7 +132,7 @@ class Studio:
     @property
     def max_side(self) -> int:
         """Largest image side an operation accepts: the pipeline's own limit (16x the model's
-        size: 512 px for the shipped 32 px model), the same rule as the CLI's."""
+        size: 1024 px for the shipped 64 px model), the same rule as the CLI's."""
         return self.pipe.max_side
 
     def check_side(self, field: str, value: int | None) -> None:
