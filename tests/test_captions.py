@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from latentkit.data.buckets import MemoryLatents
-from latentkit.data.captions import caption_phrasings, emoji_keywords, sentence_phrasings
+from latentkit.data.captions import (
+    caption_phrasings,
+    emoji_keywords,
+    prompt_phrasings,
+    sentence_phrasings,
+)
 from latentkit.data.openmoji import list_named_emoji, test_split_mask
 from latentkit.errors import InvalidArgument
 from latentkit.eval.paraphrases import PARAPHRASES
@@ -14,9 +19,11 @@ from latentkit.eval.paraphrases import PARAPHRASES
 
 @pytest.fixture(scope="module")
 def phrasings() -> dict[str, list[str]]:
-    """Every phrasing `--captions sentences` may train on (rich's and the sentences)."""
+    """Every phrasing `--captions prompts` may train on (rich's, the sentences, the prompts)."""
     return {
-        name: caption_phrasings(name, caption) + sentence_phrasings(name, caption)
+        name: caption_phrasings(name, caption)
+        + sentence_phrasings(name, caption)
+        + prompt_phrasings(name, caption)
         for name, caption in list_named_emoji()
     }
 
@@ -47,9 +54,28 @@ def test_variants_keep_the_words_that_tell_them_apart(phrasings) -> None:
 
 
 def test_no_paraphrase_prompt_is_a_training_phrasing(phrasings) -> None:
-    """The paraphrase set measures generalisation, so none of its prompts may be trained on."""
+    """The paraphrase set measures generalisation, so none of its prompts may be trained on,
+    and no other phrasing than the name itself may be one up to its article ("the ghost" for
+    "a ghost"; the name "ghost" is trained on, as it must be)."""
     trained = {p for ps in phrasings.values() for p in ps}
     assert not [prompt for prompt, _ in PARAPHRASES if prompt in trained]
+    others = {_without_article(p) for ps in phrasings.values() for p in ps[1:]}
+    assert not [prompt for prompt, _ in PARAPHRASES if _without_article(prompt) in others]
+
+
+def _without_article(text: str) -> str:
+    first, _, rest = text.partition(" ")
+    return rest if first in ("a", "an", "the") else text
+
+
+def test_prompts_are_other_shapes_than_the_sentences() -> None:
+    cat = prompt_phrasings("1F431", "cat face")
+    assert cat == prompt_phrasings("1F431", "cat face")  # the same every run
+    assert len(cat) == len(set(cat)) >= 3
+    assert not set(cat) & set(sentence_phrasings("1F431", "cat face") + caption_phrasings(
+        "1F431", "cat face"))  # fmt: skip
+    # Some hold the name, some only its keywords ("kitty kitten").
+    assert any("cat face" in p for p in cat) and any("cat" not in p for p in cat)
 
 
 def test_most_emoji_get_other_phrasings(phrasings) -> None:
@@ -97,5 +123,7 @@ def test_sentences_style_adds_sentences_to_the_rich_phrasings() -> None:
     rich = training_phrasings("openmoji", images, "rich")[0]
     sentences = training_phrasings("openmoji", images, "sentences")[0]
     assert sentences == rich + sentence_phrasings("1F355", "pizza")
+    prompts = training_phrasings("openmoji", images, "prompts")[0]
+    assert prompts == sentences + prompt_phrasings("1F355", "pizza")
     with pytest.raises(InvalidArgument, match="sentences"):
         training_phrasings("openmoji", images, "prose")

@@ -122,7 +122,8 @@ CaptionsOpt = Annotated[
     str,
     typer.Option(
         help="name: each emoji's name; rich: also keywords and aliases; sentences: also the name "
-        'inside sentences ("a picture of a cat face"); rich and sentences need OpenMoji.'
+        'inside sentences ("a picture of a cat face"); prompts: also short prompts of other '
+        'shapes ("kitty cat face", "cute cat face"); all but name need OpenMoji.'
     ),
 ]
 CaptionDropoutOpt = Annotated[float, typer.Option(help="Share of empty captions.")]

@@ -19,7 +19,13 @@ import emoji
 
 from latentkit.data.openmoji import VS16, base_name, caption_for
 
-__all__ = ["caption_phrasings", "emoji_keywords", "emoji_text", "sentence_phrasings"]
+__all__ = [
+    "caption_phrasings",
+    "emoji_keywords",
+    "emoji_text",
+    "prompt_phrasings",
+    "sentence_phrasings",
+]
 
 # How many keyword-only phrasings each emoji gets, and how many keywords each one holds.
 KEYWORD_PHRASINGS = 2
@@ -88,6 +94,41 @@ def sentence_phrasings(name: str, caption: str) -> list[str]:
     for template in rng.sample(SENTENCES, SENTENCE_PHRASINGS):
         k, k2 = rng.sample(keywords, 2) if len(keywords) > 1 else keywords * 2
         out.append(template.format(a=_article(caption), c=caption, k=k, k2=k2))
+    return list(dict.fromkeys(out))
+
+
+# Short prompts in other shapes than the sentences: keywords before the name, the name with a
+# style word, keywords alone. None is an article and the name, the shape of many of the
+# paraphrase set's prompts, so no paraphrase prompt is one of these even without its article.
+PROMPTS = (
+    "{k} {c}",
+    "{c} sticker",
+    "{c} emoji",
+    "{c}, {k}",
+    "{k} and {k2}",
+    "{k2} {k}",
+    "simple {c} drawing",
+    "this is {a} {c}",
+    "{k} {c}, flat icon",
+)
+PROMPT_PHRASINGS = 4
+
+
+def prompt_phrasings(name: str, caption: str) -> list[str]:
+    """More shapes of prompt per emoji, deterministic per name, for distillation above all:
+    a student learns the guided teacher only on the prompts it is shown, and with guidance
+    baked in it follows text it never saw more weakly than the teacher does. Prompts made of
+    keywords alone keep a variant's distinguishing words, as `caption_phrasings` does."""
+    rng = random.Random(f"prompts:{name}")
+    base = base_name(name)
+    base_caption = (caption_for(base) if base else None) or caption
+    modifier = " ".join(w for w in caption.split() if w not in set(base_caption.split()))
+    keywords = [k for k in _keywords(name, base) if k not in caption] or [caption]
+    out = []
+    for template in rng.sample(PROMPTS, PROMPT_PHRASINGS):
+        k, k2 = rng.sample(keywords, 2) if len(keywords) > 1 else keywords * 2
+        text = template.format(a=_article(caption), c=caption, k=k, k2=k2)
+        out.append(text if "{c}" in template else _join(text, modifier))
     return list(dict.fromkeys(out))
 
 

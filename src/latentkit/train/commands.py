@@ -242,12 +242,13 @@ def train_and_write_denoiser(
     return write(result.ema, result, time.process_time() - cpu_start)
 
 
-CAPTION_STYLES = ("name", "rich", "sentences")
+CAPTION_STYLES = ("name", "rich", "sentences", "prompts")
 
 
 def training_phrasings(data: str, images, style: str) -> list[list[str]] | None:
-    """Other phrasings per image for `--captions rich` (keywords, aliases) or `sentences` (also
-    the name inside sentences); OpenMoji only: they come from its names."""
+    """Other phrasings per image for `--captions rich` (keywords, aliases), `sentences` (also
+    the name inside sentences) or `prompts` (also shorter prompts of other shapes); OpenMoji
+    only: they come from its names."""
     if style not in CAPTION_STYLES:
         raise InvalidArgument(
             f"--captions must be one of {', '.join(CAPTION_STYLES)}, got {style!r}"
@@ -258,11 +259,12 @@ def training_phrasings(data: str, images, style: str) -> list[list[str]] | None:
         raise InvalidArgument(
             "--captions rich needs --data openmoji (its phrasings come from emoji names)"
         )
-    from latentkit.data.captions import caption_phrasings, sentence_phrasings
+    from latentkit.data.captions import caption_phrasings, prompt_phrasings, sentence_phrasings
 
     return [
         caption_phrasings(name, caption)[1:]
-        + (sentence_phrasings(name, caption) if style == "sentences" else [])
+        + (sentence_phrasings(name, caption) if style in ("sentences", "prompts") else [])
+        + (prompt_phrasings(name, caption) if style == "prompts" else [])
         for name, caption in zip(images.names, images.captions, strict=True)
     ]
 
