@@ -52,9 +52,7 @@ def caption_phrasings(name: str, caption: str) -> list[str]:
     tone"), so two variants never share a phrasing.
     """
     base = base_name(name)
-    base_caption = (caption_for(base) if base else None) or caption
-    base_words = set(base_caption.split())
-    modifier = " ".join(w for w in caption.split() if w not in base_words)
+    base_caption, modifier = _base_caption_and_modifier(base, caption)
     keywords = _keywords(name, base)
     rng = random.Random(name)
     phrasings = [caption]
@@ -87,14 +85,8 @@ def sentence_phrasings(name: str, caption: str) -> list[str]:
     """The caption inside sentences ("a picture of a pizza", "a cat face with kitty"),
     deterministic per name: a model (or a distilled student) that has seen only names and
     keyword lists meets a sentence as text it never saw, and user prompts are sentences."""
-    rng = random.Random(f"sentences:{name}")
-    base = base_name(name)
-    keywords = [k for k in _keywords(name, base) if k not in caption] or [caption]
-    out = []
-    for template in rng.sample(SENTENCES, SENTENCE_PHRASINGS):
-        k, k2 = rng.sample(keywords, 2) if len(keywords) > 1 else keywords * 2
-        out.append(template.format(a=_article(caption), c=caption, k=k, k2=k2))
-    return list(dict.fromkeys(out))
+    filled = _fill_templates(SENTENCES, SENTENCE_PHRASINGS, f"sentences:{name}", name, caption)
+    return list(dict.fromkeys(text for _, text in filled))
 
 
 # Short prompts in other shapes than the sentences: keywords before the name, the name with a
@@ -119,17 +111,33 @@ def prompt_phrasings(name: str, caption: str) -> list[str]:
     a student learns the guided teacher only on the prompts it is shown, and with guidance
     baked in it follows text it never saw more weakly than the teacher does. Prompts made of
     keywords alone keep a variant's distinguishing words, as `caption_phrasings` does."""
-    rng = random.Random(f"prompts:{name}")
-    base = base_name(name)
-    base_caption = (caption_for(base) if base else None) or caption
-    modifier = " ".join(w for w in caption.split() if w not in set(base_caption.split()))
-    keywords = [k for k in _keywords(name, base) if k not in caption] or [caption]
-    out = []
-    for template in rng.sample(PROMPTS, PROMPT_PHRASINGS):
+    _, modifier = _base_caption_and_modifier(base_name(name), caption)
+    filled = _fill_templates(PROMPTS, PROMPT_PHRASINGS, f"prompts:{name}", name, caption)
+    return list(dict.fromkeys(
+        text if "{c}" in template else _join(text, modifier) for template, text in filled
+    ))  # fmt: skip
+
+
+def _fill_templates(
+    templates: tuple[str, ...], count: int, seed: str, name: str, caption: str
+) -> list[tuple[str, str]]:
+    """`count` of the templates, each with (template, text): the caption, its article and
+    keywords the caption does not already hold, drawn by a generator seeded with `seed`."""
+    rng = random.Random(seed)
+    keywords = [k for k in _keywords(name, base_name(name)) if k not in caption] or [caption]
+    filled = []
+    for template in rng.sample(templates, count):
         k, k2 = rng.sample(keywords, 2) if len(keywords) > 1 else keywords * 2
-        text = template.format(a=_article(caption), c=caption, k=k, k2=k2)
-        out.append(text if "{c}" in template else _join(text, modifier))
-    return list(dict.fromkeys(out))
+        filled.append((template, template.format(a=_article(caption), c=caption, k=k, k2=k2)))
+    return filled
+
+
+def _base_caption_and_modifier(base: str | None, caption: str) -> tuple[str, str]:
+    """A variant's base caption ("man cook") and the words that tell it apart ("medium-dark
+    skin tone"); the caption itself and "" for an emoji that is no variant."""
+    base_caption = (caption_for(base) if base else None) or caption
+    base_words = set(base_caption.split())
+    return base_caption, " ".join(w for w in caption.split() if w not in base_words)
 
 
 def _article(word: str) -> str:
