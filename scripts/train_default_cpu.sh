@@ -49,12 +49,12 @@ latentkit train denoiser --codec stages/vae64-c8 --init stages/den64-s2 --captio
   --lr 4e-4 --ema 0.998 --checkpoint-every 200
 python scripts/ship_model.py runs/d64s3 stages/den64-s3 --codec stages/vae64-c8-dec
 
-# 4. The 4-step student (`--fast`): stage 1's student, distilled from den64-s1, continued
-#    (--init) against den64-s2 (622 steps on two threads, then resumed on one thread to a
-#    146-minute total, 2,879 steps), then against den64-s3: 687 steps on the sentences
-#    (19 minutes on two threads), then 3,005 steps on the prompts (--captions prompts, 100
-#    minutes on two threads). Stage 2's student is attached to den64-s2, the last to den64-s3
-#    and to the shipped model.
+# 4. The 4-step students (`--fast`): stage 1's, distilled from den64-s1; stage 2's, continued
+#    from it (--init) against den64-s2 (622 steps on two threads, then resumed on one thread to
+#    a 146-minute total, 2,879 steps). Stage 3's starts from den64-s3's own weights (no --init:
+#    continuing stage 2's student kept its weaker text-following, docs/quality.md) and learns on
+#    the prompts (--captions prompts): 857 steps, 52 minutes on two threads. Each is attached to
+#    its stage, the last also to the shipped model.
 latentkit distill --model stages/den64-s1 --out runs/fast64 --captions sentences --steps 5000 \
   --minutes 108 --batch 32 --substeps 4 --lr 1e-4 --checkpoint-every 100
 python -c "from latentkit.families.bundle import attach_student as a; a('stages/den64-s1', 'runs/fast64')"
@@ -64,13 +64,10 @@ latentkit distill --model stages/den64-s2 --init stages/den64-s1 --out runs/fast
   --captions sentences --steps 5000 --minutes 146 --batch 32 --substeps 4 --lr 1e-4 \
   --checkpoint-every 100 --resume
 python -c "from latentkit.families.bundle import attach_student as a; a('stages/den64-s2', 'runs/fast64-s2')"
-latentkit distill --model stages/den64-s3 --init stages/den64-s2 --out runs/fast64-s3 \
-  --captions sentences --steps 687 --batch 32 --substeps 4 --lr 1e-4 --checkpoint-every 100
-latentkit distill --model stages/den64-s3 --init runs/fast64-s3 --out runs/fast64-s3p \
-  --captions prompts --steps 8000 --minutes 100 --batch 32 --substeps 4 --lr 1e-4 \
-  --checkpoint-every 100
-python -c "from latentkit.families.bundle import attach_student as a; a('stages/den64-s3', 'runs/fast64-s3p')"
+latentkit distill --model stages/den64-s3 --out runs/fast64-s3t --captions prompts --steps 8000 \
+  --minutes 52 --batch 32 --substeps 4 --lr 1e-4 --checkpoint-every 100
+python -c "from latentkit.families.bundle import attach_student as a; a('stages/den64-s3', 'runs/fast64-s3t')"
 
 # 5. Ship stage 3 with the student.
 python scripts/ship_model.py runs/d64s3 src/latentkit/weights/default --codec stages/vae64-c8-dec
-python -c "from latentkit.families.bundle import attach_student as a; a('src/latentkit/weights/default', 'runs/fast64-s3p')"
+python -c "from latentkit.families.bundle import attach_student as a; a('src/latentkit/weights/default', 'runs/fast64-s3t')"
